@@ -1,0 +1,10 @@
+"""cdetr_mmdet: Conditional DETR as registered MMDetection 3.x modules."""
+from .checkpoint_safety import register_safe_globals
+from .models import *  # noqa: F401,F403  (registers the modules)
+from .models import __all__ as _models_all
+from .version import __version__
+
+# Checkpoints saved by mmengine must load under torch's weights_only=True.
+register_safe_globals()
+
+__all__ = ['__version__', 'register_safe_globals', *_models_all]

@@ -1,0 +1,13 @@
+"""Conditional DETR components registered in mmdet's registries."""
+from .decoder import CdetrTransformerDecoder
+from .detector import CdetrConditionalDETR
+from .encoder import CdetrTransformerEncoder
+from .focal_loss import CdetrFocalLoss
+from .head import CdetrHead
+from .matcher import CdetrHungarianMatcher, MatchIndices
+
+__all__ = [
+    'CdetrConditionalDETR', 'CdetrTransformerEncoder',
+    'CdetrTransformerDecoder', 'CdetrHead', 'CdetrHungarianMatcher',
+    'CdetrFocalLoss', 'MatchIndices'
+]

@@ -1,0 +1,69 @@
+"""One post-norm Conditional DETR decoder layer."""
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import ConditionalCrossAttention, ConditionalSelfAttention
+
+
+class ConditionalDecoderLayer(nn.Module):
+    """``self_attn -> norm1 -> cross_attn -> norm2 -> ffn -> norm3``.
+
+    Parameter names follow the official layer (``linear1``, ``norm1``, ...),
+    with the attention projections grouped under ``self_attn`` and
+    ``cross_attn`` as in mmdet.
+
+    Args:
+        embed_dims (int): Model width d. Defaults to 256.
+        num_heads (int): Attention heads. Defaults to 8.
+        feedforward_channels (int): FFN hidden width. Defaults to 2048.
+        dropout (float): Dropout on attention weights, residual branches and
+            the FFN hidden layer. Defaults to 0.1.
+        is_first (bool): Whether this is the first decoder layer (it owns the
+            cross-attention's object-query projection). Defaults to False.
+    """
+
+    def __init__(self, embed_dims: int = 256, num_heads: int = 8,
+                 feedforward_channels: int = 2048, dropout: float = 0.1,
+                 is_first: bool = False) -> None:
+        super().__init__()
+        self.embed_dims = embed_dims
+        self.self_attn = ConditionalSelfAttention(embed_dims, num_heads,
+                                                  dropout)
+        self.cross_attn = ConditionalCrossAttention(embed_dims, num_heads,
+                                                    dropout, is_first)
+        self.linear1 = nn.Linear(embed_dims, feedforward_channels)
+        self.linear2 = nn.Linear(feedforward_channels, embed_dims)
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.norm3 = nn.LayerNorm(embed_dims)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, query: Tensor, memory: Tensor, query_pos: Tensor,
+                memory_pos: Tensor, ref_sine_embed: Tensor,
+                memory_mask: Optional[Tensor] = None) -> Tensor:
+        """Refine the content queries once.
+
+        Args:
+            query (Tensor): Content queries, (bs, num_queries, d).
+            memory (Tensor): Encoder output, (bs, num_keys, d).
+            query_pos (Tensor): Object queries, (bs, num_queries, d).
+            memory_pos (Tensor): Memory positional encoding, (bs, num_keys, d).
+            ref_sine_embed (Tensor): Conditional spatial embedding (sine of
+                the reference point times T), (bs, num_queries, d).
+            memory_mask (Tensor, optional): (bs, num_keys), True at padding.
+
+        Returns:
+            Tensor: Updated content queries, (bs, num_queries, d).
+        """
+        query = self.norm1(
+            query + self.dropout1(self.self_attn(query, query_pos)))
+        query = self.norm2(query + self.dropout2(
+            self.cross_attn(query, memory, query_pos, memory_pos,
+                            ref_sine_embed, memory_mask)))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(query))))
+        return self.norm3(query + self.dropout3(ffn))

@@ -1,0 +1,76 @@
+"""The Conditional DETR detector (registered in ``MODELS``)."""
+from typing import Dict
+
+from mmdet.models.detectors import DETR
+from mmdet.models.layers import SinePositionalEncoding
+from mmdet.registry import MODELS
+from torch import Tensor, nn
+
+
+
+@MODELS.register_module()
+class CdetrConditionalDETR(DETR):
+    """Conditional DETR (Meng et al., ICCV 2021) on mmdet's DETR pipeline.
+
+    Reuses mmdet's ``DETR`` for feature extraction, masks, positional
+    encoding and the loss/predict plumbing; overrides ``_init_layers``,
+    ``init_weights`` and ``forward_decoder``.
+
+    Config keys: ``encoder`` (kwargs of :class:`CdetrTransformerEncoder`),
+    ``decoder`` (a ``MODELS`` config, e.g. ``CdetrTransformerDecoder``),
+    ``positional_encoding`` (mmdet ``SinePositionalEncoding``), plus mmdet
+    ``DETR``'s ``backbone``, ``neck``, ``bbox_head``, ``num_queries``,
+    ``train_cfg``, ``test_cfg``, ``data_preprocessor``.
+    """
+
+    def _init_layers(self) -> None:
+        """Build the positional encoding, transformer and object queries."""
+        self.positional_encoding = SinePositionalEncoding(
+            **self.positional_encoding)
+        self.encoder = MODELS.build(self.encoder)
+        self.decoder = MODELS.build(self.decoder)
+        self.embed_dims = self.encoder.embed_dims
+        if self.decoder.embed_dims != self.embed_dims:
+            raise ValueError(
+                f'encoder embed_dims ({self.embed_dims}) != decoder '
+                f'embed_dims ({self.decoder.embed_dims})')
+        if self.positional_encoding.num_feats * 2 != self.embed_dims:
+            raise ValueError(
+                'positional_encoding.num_feats must be embed_dims / 2 = '
+                f'{self.embed_dims // 2}, got '
+                f'{self.positional_encoding.num_feats}')
+        self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
+
+    def init_weights(self) -> None:
+        """Initialise as the official code does.
+
+        Xavier-uniform for every matrix of the encoder and decoder (mmdet's
+        ``DETR.init_weights``); the input projection gets PyTorch's default
+        ``Conv2d`` init (the official ``input_proj``) instead of the kaiming
+        init of mmcv's ``ConvModule``.
+        """
+        super().init_weights()
+        if getattr(self, 'neck', None) is not None:
+            for module in self.neck.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.reset_parameters()
+
+    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
+                        memory_mask: Tensor, memory_pos: Tensor) -> Dict:
+        """Run the conditional decoder.
+
+        Args:
+            query (Tensor): Zeros, (bs, num_queries, d).
+            query_pos (Tensor): Object queries, (bs, num_queries, d).
+            memory (Tensor): Encoder output, (bs, num_keys, d).
+            memory_mask (Tensor | None): (bs, num_keys), True at padding.
+            memory_pos (Tensor): Positional encoding, (bs, num_keys, d).
+
+        Returns:
+            dict: ``hidden_states`` (num_layers, bs, num_queries, d) and
+            ``references`` (bs, num_queries, 2), the head's inputs.
+        """
+        hidden_states, references = self.decoder(
+            query=query, query_pos=query_pos, memory=memory,
+            memory_pos=memory_pos, memory_mask=memory_mask)
+        return dict(hidden_states=hidden_states, references=references)

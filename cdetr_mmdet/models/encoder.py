@@ -1,0 +1,92 @@
+"""The DETR transformer encoder used by Conditional DETR (registered in ``MODELS``)."""
+from typing import Optional
+
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm DETR encoder layer; positions are added to q and k only.
+
+    Parameter names equal the official ones (``self_attn.in_proj_weight``,
+    ``linear1``, ``norm1``, ...). With ``need_weights=False``,
+    :class:`torch.nn.MultiheadAttention` runs on
+    ``scaled_dot_product_attention``.
+
+    Args:
+        embed_dims (int): Model width d. Defaults to 256.
+        num_heads (int): Attention heads. Defaults to 8.
+        feedforward_channels (int): FFN hidden width. Defaults to 2048.
+        dropout (float): Dropout on attention weights, residuals and the FFN
+            hidden layer. Defaults to 0.1.
+    """
+
+    def __init__(self, embed_dims: int = 256, num_heads: int = 8,
+                 feedforward_channels: int = 2048,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.embed_dims = embed_dims
+        self.self_attn = nn.MultiheadAttention(
+            embed_dims, num_heads, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(embed_dims, feedforward_channels)
+        self.linear2 = nn.Linear(feedforward_channels, embed_dims)
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, query: Tensor, query_pos: Tensor,
+                key_padding_mask: Optional[Tensor] = None) -> Tensor:
+        """Args:
+            query (Tensor): Flattened features, (bs, num_keys, d).
+            query_pos (Tensor): Their sine positional encoding,
+                (bs, num_keys, d).
+            key_padding_mask (Tensor, optional): (bs, num_keys), True at
+                padding.
+
+        Returns:
+            Tensor: (bs, num_keys, d).
+        """
+        q = k = query + query_pos
+        attn = self.self_attn(q, k, query, key_padding_mask=key_padding_mask,
+                              need_weights=False)[0]
+        query = self.norm1(query + self.dropout1(attn))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(query))))
+        return self.norm2(query + self.dropout2(ffn))
+
+
+@MODELS.register_module()
+class CdetrTransformerEncoder(BaseModule):
+    """A stack of :class:`EncoderLayer`.
+
+    Args:
+        num_layers (int): Number of layers. Defaults to 6.
+        layer_cfg (dict, optional): Keyword arguments of
+            :class:`EncoderLayer`. Defaults to None (its defaults).
+        init_cfg (dict, optional): mmengine init config. Defaults to None.
+    """
+
+    def __init__(self, num_layers: int = 6, layer_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.layers = nn.ModuleList(
+            EncoderLayer(**(layer_cfg or {})) for _ in range(num_layers))
+        self.embed_dims = self.layers[0].embed_dims
+
+    def forward(self, query: Tensor, query_pos: Tensor,
+                key_padding_mask: Optional[Tensor] = None) -> Tensor:
+        """Args:
+            query (Tensor): Flattened features, (bs, num_keys, d).
+            query_pos (Tensor): Positional encoding, (bs, num_keys, d).
+            key_padding_mask (Tensor, optional): (bs, num_keys), True at
+                padding.
+
+        Returns:
+            Tensor: The memory, (bs, num_keys, d).
+        """
+        for layer in self.layers:
+            query = layer(query, query_pos, key_padding_mask)
+        return query

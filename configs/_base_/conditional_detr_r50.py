@@ -1,0 +1,56 @@
+# Conditional DETR, ResNet-50, 300 queries: the official architecture.
+model = dict(
+    type='CdetrConditionalDETR',
+    num_queries=300,
+    data_preprocessor=dict(
+        type='DetDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_size_divisor=1),
+    backbone=dict(
+        type='ResNet',
+        depth=50,
+        num_stages=4,
+        out_indices=(3, ),
+        frozen_stages=1,
+        norm_cfg=dict(type='BN', requires_grad=False),
+        norm_eval=True,
+        style='pytorch',
+        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
+    neck=dict(  # the official 1x1 input projection to d=256
+        type='ChannelMapper',
+        in_channels=[2048],
+        kernel_size=1,
+        out_channels=256,
+        act_cfg=None,
+        norm_cfg=None,
+        num_outs=1),
+    positional_encoding=dict(num_feats=128, normalize=True),
+    encoder=dict(
+        type='CdetrTransformerEncoder',
+        num_layers=6,
+        layer_cfg=dict(
+            embed_dims=256, num_heads=8, feedforward_channels=2048,
+            dropout=0.1)),
+    decoder=dict(
+        type='CdetrTransformerDecoder',
+        num_layers=6,
+        layer_cfg=dict(
+            embed_dims=256, num_heads=8, feedforward_channels=2048,
+            dropout=0.1)),
+    bbox_head=dict(
+        type='CdetrHead',
+        num_classes=80,
+        embed_dims=256,
+        loss_cls=dict(
+            type='CdetrFocalLoss', alpha=0.25, gamma=2.0, loss_weight=2.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=5.0),
+        loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
+    train_cfg=dict(
+        assigner=dict(
+            type='CdetrHungarianMatcher',
+            cost_class=2.0,
+            cost_bbox=5.0,
+            cost_giou=2.0)),
+    test_cfg=dict(max_per_img=100, score_thr=0.0))

@@ -1,0 +1,12 @@
+# Conditional DETR DC5-R101, 50 epochs (paper: 45.0 AP). DC5 as in
+# conditional_detr_r50_dc5_50e.py; 8 GPUs x 1 image.
+_base_ = './conditional_detr_r50_50e.py'
+model = dict(
+    backbone=dict(
+        depth=101,
+        strides=(1, 2, 2, 1),
+        dilations=(1, 1, 1, 2),
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='torchvision://resnet101')))
+train_dataloader = dict(batch_size=1)
+auto_scale_lr = dict(base_batch_size=8)

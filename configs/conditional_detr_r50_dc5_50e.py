@@ -1,0 +1,7 @@
+# Conditional DETR DC5-R50, 50 epochs (paper: 43.8 AP). DC5: stride 1 and
+# dilation 2 in the last ResNet stage (torchvision's
+# replace_stride_with_dilation=[False, False, True]); 8 GPUs x 1 image.
+_base_ = './conditional_detr_r50_50e.py'
+model = dict(backbone=dict(strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)))
+train_dataloader = dict(batch_size=1)
+auto_scale_lr = dict(base_batch_size=8)
