@@ -1,5 +1,8 @@
 # Conditional DETR R101, 50 epochs (paper: 42.8 AP).
-_base_ = './conditional_detr_r50_50e.py'
+_base_ = [
+    '_base_/conditional_detr_r50.py', '_base_/coco_detection.py',
+    '_base_/schedule_50e.py', '_base_/default_runtime.py'
+]
 model = dict(
     backbone=dict(
         depth=101,

@@ -1,7 +1,10 @@
 # Conditional DETR DC5-R50, 50 epochs (paper: 43.8 AP). DC5: stride 1 and
 # dilation 2 in the last ResNet stage (torchvision's
 # replace_stride_with_dilation=[False, False, True]); 8 GPUs x 1 image.
-_base_ = './conditional_detr_r50_50e.py'
+_base_ = [
+    '_base_/conditional_detr_r50.py', '_base_/coco_detection.py',
+    '_base_/schedule_50e.py', '_base_/default_runtime.py'
+]
 model = dict(backbone=dict(strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)))
 train_dataloader = dict(batch_size=1)
 auto_scale_lr = dict(base_batch_size=8)

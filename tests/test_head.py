@@ -1,0 +1,116 @@
+"""Box decoding, losses and post-processing of the head."""
+import pytest
+import torch
+from mmdet.models.layers.transformer import inverse_sigmoid
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
+
+from cdetr_mmdet.models.focal_loss import sigmoid_focal_loss
+
+
+def build_head(num_classes=3, d=32, **test_cfg):
+    head = MODELS.build(dict(
+        type='CdetrHead', num_classes=num_classes, embed_dims=d,
+        train_cfg=dict(assigner=dict(type='CdetrHungarianMatcher')),
+        test_cfg=test_cfg or None))
+    head.init_weights()
+    return head
+
+
+def sample(h, w, boxes=(), labels=(), scale=(1., 1.)):
+    s = DetDataSample(metainfo=dict(img_shape=(h, w), scale_factor=scale,
+                                    img_path='x.png'))
+    s.gt_instances = InstanceData(
+        bboxes=torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+        labels=torch.tensor(labels, dtype=torch.long))
+    return s
+
+
+def test_init_prior_and_zero_box_layer_put_boxes_on_references():
+    head = build_head()
+    torch.testing.assert_close(
+        head.fc_cls.bias, torch.full((3, ), -4.59511985013459))
+    refs = torch.rand(2, 4, 2)
+    _, boxes = head(torch.randn(2, 2, 4, 32), refs)
+    torch.testing.assert_close(boxes[..., :2], refs.expand(2, -1, -1, -1))
+    torch.testing.assert_close(boxes[..., 2:], torch.full_like(
+        boxes[..., 2:], .5))
+
+
+def test_box_decoding_formula():
+    head = build_head()
+    torch.nn.init.normal_(head.fc_reg.layers[-1].weight)
+    hidden, refs = torch.randn(2, 1, 4, 32), torch.rand(1, 4, 2)
+    _, boxes = head(hidden, refs)
+    raw = head.fc_reg(hidden)
+    raw[..., :2] += inverse_sigmoid(refs)
+    torch.testing.assert_close(boxes, raw.sigmoid())
+
+
+def test_image_without_objects_has_class_loss_only():
+    head = build_head()
+    losses = head.loss(torch.randn(2, 1, 4, 32), torch.rand(1, 4, 2),
+                       [sample(40, 60)])
+    assert losses['loss_cls'] > 0 and losses['d0.loss_cls'] > 0
+    for key in ('loss_bbox', 'loss_iou', 'd0.loss_bbox', 'd0.loss_iou'):
+        assert losses[key] == 0
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in head.parameters())
+
+
+def test_losses_on_hand_made_match():
+    """One query, one box: the losses equal their formulas."""
+    head = build_head(num_classes=2)
+    logits = torch.tensor([[[[0.3, -0.2]]]])  # (1, 1, 1, 2)
+    boxes = torch.tensor([[[[.5, .5, .2, .4]]]])
+    gt = sample(100, 200, [[80., 30., 120., 70.]], [1])  # cxcywh .5 .5 .2 .4
+    losses = head.loss_by_feat(logits, boxes, [gt])
+    expected_cls = 2 * sigmoid_focal_loss(logits, torch.tensor(
+        [[[[0., 1.]]]])).sum()
+    torch.testing.assert_close(losses['loss_cls'], expected_cls)
+    torch.testing.assert_close(losses['loss_bbox'], torch.tensor(0.))
+    torch.testing.assert_close(losses['loss_iou'], torch.tensor(0.),
+                               atol=1e-5, rtol=0)
+    shifted = boxes + torch.tensor([.1, 0., 0., 0.])
+    losses = head.loss_by_feat(logits, shifted, [gt])
+    torch.testing.assert_close(losses['loss_bbox'], torch.tensor(5 * .1))
+
+
+def test_focal_loss_matches_formula():
+    logits, targets = torch.randn(4, 3), (torch.rand(4, 3) > .5).float()
+    p = logits.sigmoid()
+    expected = -(.25 * targets * (1 - p)**2 * p.log() +
+                 .75 * (1 - targets) * p**2 * (1 - p).log())
+    torch.testing.assert_close(sigmoid_focal_loss(logits, targets), expected)
+
+
+def test_topk_over_queries_and_classes_and_rescale():
+    head = build_head(num_classes=2, max_per_img=3)
+    logits = torch.full((1, 4, 2), -10.)
+    logits[0, 2, 1], logits[0, 0, 0], logits[0, 2, 0] = 5., 4., 3.
+    boxes = torch.tensor([[[.5, .5, .2, .2]] * 4])
+    boxes[0, 2] = torch.tensor([.25, .5, .5, 1.])
+    meta = dict(img_shape=(100, 200), scale_factor=(2., 4.))
+    result = head.predict_by_feat(logits, boxes, [meta])[0]
+    assert result.labels.tolist() == [1, 0, 0]
+    torch.testing.assert_close(result.scores,
+                               torch.tensor([5., 4., 3.]).sigmoid())
+    # Query 2: cxcywh (.25, .5, .5, 1) on 200x100 -> (0, 0, 100, 100), then
+    # divided by the scale factor (w 2, h 4).
+    torch.testing.assert_close(result.bboxes[0],
+                               torch.tensor([0., 0., 50., 25.]))
+
+
+def test_more_detections_requested_than_exist_and_score_thr():
+    head = build_head(num_classes=2, max_per_img=100, score_thr=0.5)
+    logits = torch.tensor([[[3., -3.], [-3., -3.], [-3., 2.]]])
+    result = head.predict_by_feat(logits, torch.rand(1, 3, 4),
+                                  [dict(img_shape=(10, 10),
+                                        scale_factor=(1., 1.))])[0]
+    assert len(result) == 2 and (result.scores > .5).all()
+
+
+def test_unknown_test_cfg_key_is_rejected():
+    with pytest.raises(KeyError, match='max_per_imgs'):
+        build_head(max_per_imgs=10)
