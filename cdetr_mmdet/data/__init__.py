@@ -1,0 +1,5 @@
+"""Data utilities: a deterministic synthetic shapes dataset in COCO format (numpy + OpenCV only)."""
+from .synthetic_shapes import (CLASSES, PRESETS, ShapeStyle, ensure_dataset, generate_dataset,
+                               render_image)
+
+__all__ = ['CLASSES', 'PRESETS', 'ShapeStyle', 'ensure_dataset', 'generate_dataset', 'render_image']
