@@ -1,0 +1,41 @@
+"""Install cdetr_mmdet: ``pip install -e '.[tests]'`` (see tools/setup_env.sh).
+
+mmcv 2.1.0 has no registry wheel for recent torch: install torch first, then
+mmcv from a wheelhouse (``PIP_FIND_LINKS``) or from source, as
+tools/setup_env.sh does, before installing this package.
+"""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_version():
+    """Read ``__version__`` without importing the package (and torch)."""
+    text = (HERE / 'cdetr_mmdet' / 'version.py').read_text()
+    return re.search(r"^__version__ = '([^']+)'", text, re.MULTILINE).group(1)
+
+
+setup(
+    name='cdetr_mmdet',
+    version=read_version(),
+    description='Conditional DETR as registered MMDetection 3.x modules',
+    packages=find_packages(include=['cdetr_mmdet', 'cdetr_mmdet.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        'torch',
+        'mmengine>=0.10.5',  # older ones crash on torch >= 2.5
+        'mmcv>=2.0.0rc4,<2.2.0',  # mmdet 3.3 asserts mmcv < 2.2.0
+        'mmdet>=3.3.0,<3.4.0',
+        'numpy',
+        'scipy',
+        'pycocotools',
+    ],
+    extras_require={
+        'tests': ['pytest', 'transformers', 'safetensors', 'matplotlib'],
+        'plot': ['matplotlib'],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,167 @@
+"""Smoke tests of the command-line tools and shell scripts (no model needed).
+
+The shell scripts run against stubs (a fake ``torchrun``/``srun`` on PATH, a
+fake set-up script and venv python) that print the arguments they got.
+"""
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHELL_SCRIPTS = sorted(REPO_ROOT.glob('tools/*.sh')) + [REPO_ROOT / '.ci/run']
+
+
+def write_stub(path, body):
+    """An executable bash script at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('#!/usr/bin/env bash\n' + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+def run(args, **kwargs):
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.mark.parametrize('script, options', [
+    ('train.py', ['--work-dir', '--resume', '--amp', '--auto-scale-lr',
+                  '--cfg-options', '--launcher', '--local_rank']),
+    ('test.py', ['checkpoint', '--work-dir', '--out', '--show-dir',
+                 '--wait-time', '--cfg-options', '--launcher', '--tta']),
+])
+def test_python_tool_help(script, options):
+    # As dist_train.sh does: the repo on PYTHONPATH, installed or not.
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT), env.get('PYTHONPATH')]))
+    result = run([sys.executable, str(REPO_ROOT / 'tools' / script), '--help'],
+                 env=env)
+    assert result.returncode == 0, result.stderr
+    for option in options:
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize('script', SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_shell_script_syntax(script):
+    result = run(['bash', '-n', str(script)])
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def stub_path(tmp_path):
+    """PATH with ``torchrun`` and ``srun`` stubs that echo their arguments."""
+    bin_dir = tmp_path / 'bin'
+    for name in ('torchrun', 'srun'):
+        write_stub(bin_dir / name,
+                   f'echo "{name} PYTHONPATH=$PYTHONPATH"; '
+                   'printf "%s\\n" "$@"\n')
+    return dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+
+
+def test_dist_train_uses_torchrun(stub_path):
+    env = dict(stub_path, NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.7',
+               PORT='29999')
+    result = run(['bash', str(REPO_ROOT / 'tools/dist_train.sh'), 'cfg.py',
+                  '4', '--amp', '--cfg-options', 'a=1'], env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith('torchrun PYTHONPATH=' + str(REPO_ROOT))
+    assert lines[1:] == [
+        '--nnodes=2', '--node_rank=1', '--master_addr=10.0.0.7',
+        '--master_port=29999', '--nproc_per_node=4',
+        str(REPO_ROOT / 'tools/train.py'), 'cfg.py', '--launcher', 'pytorch',
+        '--amp', '--cfg-options', 'a=1'
+    ]
+    assert 'torch.distributed.launch' not in (
+        REPO_ROOT / 'tools/dist_train.sh').read_text()
+
+
+def test_dist_test_defaults(stub_path):
+    env = {k: v for k, v in stub_path.items()
+           if k not in ('NNODES', 'NODE_RANK', 'MASTER_ADDR', 'PORT')}
+    result = run(['bash', str(REPO_ROOT / 'tools/dist_test.sh'), 'cfg.py',
+                  'ckpt.pth', '1', '--out', 'r.pkl'], env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        '--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
+        '--master_port=29500', '--nproc_per_node=1',
+        str(REPO_ROOT / 'tools/test.py'), 'cfg.py', 'ckpt.pth', '--launcher',
+        'pytorch', '--out', 'r.pkl'
+    ]
+
+
+def test_slurm_train_uses_srun(stub_path):
+    env = dict(stub_path, GPUS='2', GPUS_PER_NODE='2')
+    result = run(['bash', str(REPO_ROOT / 'tools/slurm_train.sh'), 'part',
+                  'job', 'cfg.py', 'work', '--amp'], env=env)
+    assert result.returncode == 0, result.stderr
+    args = result.stdout.splitlines()[1:]
+    assert args[:2] == ['-p', 'part']
+    assert '--ntasks=2' in args and '--gres=gpu:2' in args
+    assert args[-7:] == [
+        'python', '-u', str(REPO_ROOT / 'tools/train.py'), 'cfg.py',
+        '--work-dir=work', '--launcher=slurm', '--amp'
+    ]
+
+
+@pytest.fixture
+def fake_repo(tmp_path):
+    """A copy of run_tests.sh and .ci/run beside stubbed set-up and venv."""
+    repo = tmp_path / 'repo'
+    (repo / 'tools').mkdir(parents=True)
+    (repo / '.ci').mkdir()
+    shutil.copy(REPO_ROOT / 'tools/run_tests.sh', repo / 'tools')
+    shutil.copy(REPO_ROOT / '.ci/run', repo / '.ci')
+    write_stub(repo / 'tools/setup_env.sh',
+               'echo "setup PIP_FIND_LINKS=$PIP_FIND_LINKS"\n')
+    write_stub(repo / '.venv/bin/python',
+               'printf "%s\\n" "$@"; exit "${FAKE_PYTEST_STATUS:-0}"\n')
+    return repo
+
+
+def test_run_tests_passes_arguments_to_pytest(fake_repo):
+    result = run(['bash', str(fake_repo / 'tools/run_tests.sh'), '-m', 'slow',
+                  '-k', 'not parity'])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith('setup ')
+    assert lines[-8:] == ['-m', 'pytest', 'tests', '-q', '-m', 'slow', '-k',
+                          'not parity']
+
+
+@pytest.mark.parametrize('status', [0, 1])
+def test_ci_run_uses_shared_wheels_and_propagates_status(tmp_path, fake_repo,
+                                                         status):
+    wheels = tmp_path / 'shared' / 'wheels'
+    wheels.mkdir(parents=True)
+    env = dict(os.environ, PIP_FIND_LINKS='/opt/machine-wheels',
+               FAKE_PYTEST_STATUS=str(status))
+    result = run(['bash', '.ci/run'], cwd=fake_repo, env=env)
+    assert result.returncode == status, result.stderr
+    # The wheelhouse comes first; the machine's own find-links are kept.
+    assert f'setup PIP_FIND_LINKS={wheels} /opt/machine-wheels' in (
+        result.stdout.splitlines())
+
+
+def test_pytest_ini_skips_slow_by_default(tmp_path):
+    shutil.copy(REPO_ROOT / 'pytest.ini', tmp_path)
+    (tmp_path / 'tests').mkdir()
+    (tmp_path / 'tests/test_marks.py').write_text(
+        'import pytest\n\n'
+        'def test_fast():\n    pass\n\n'
+        '@pytest.mark.slow\ndef test_slow():\n    pass\n')
+    command = [sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',
+               '--strict-markers']
+    default = run(command, cwd=tmp_path)
+    assert default.returncode == 0, default.stdout
+    assert '1 passed, 1 deselected' in default.stdout
+    slow = run(command + ['-m', 'slow', '-v'], cwd=tmp_path)
+    assert slow.returncode == 0, slow.stdout
+    assert 'test_slow PASSED' in slow.stdout
+    assert '1 passed, 1 deselected' in slow.stdout
