@@ -7,8 +7,7 @@ _base_ = [
 model = dict(
     backbone=dict(
         depth=101,
-        strides=(1, 2, 2, 1),
-        dilations=(1, 1, 1, 2),
+        type='CdetrDC5ResNet',
         init_cfg=dict(type='Pretrained',
                       checkpoint='torchvision://resnet101')))
 train_dataloader = dict(batch_size=1)

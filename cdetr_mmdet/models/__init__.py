@@ -1,4 +1,5 @@
 """Conditional DETR components registered in mmdet's registries."""
+from .dc5_resnet import CdetrDC5ResNet
 from .decoder import CdetrTransformerDecoder
 from .detector import CdetrConditionalDETR
 from .encoder import CdetrTransformerEncoder
@@ -9,5 +10,5 @@ from .matcher import CdetrHungarianMatcher, MatchIndices
 __all__ = [
     'CdetrConditionalDETR', 'CdetrTransformerEncoder',
     'CdetrTransformerDecoder', 'CdetrHead', 'CdetrHungarianMatcher',
-    'CdetrFocalLoss', 'MatchIndices'
+    'CdetrFocalLoss', 'CdetrDC5ResNet', 'MatchIndices'
 ]
