@@ -1,0 +1,210 @@
+"""Read source checkpoints safely, check conversions strictly, save results.
+
+Reading never unpickles arbitrary objects: ``.safetensors`` files go through
+safetensors, everything else through ``torch.load(weights_only=True)``
+(:func:`~cdetr_mmdet.checkpoint_safety.safe_torch_load`), which refuses a
+file referencing any global outside a data-only allow-list and names it.
+"""
+import argparse
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..checkpoint_safety import safe_torch_load
+from .key_rules import Renamed
+
+PathLike = Union[str, Path]
+
+# Where each source keeps its weights inside the checkpoint (None: the file
+# is the state dict itself).
+STATE_DICT_KEY = {'official': 'model', 'mmdet': 'state_dict', 'hf': None}
+
+# Hugging Face model folders: single files first, then sharded indexes.
+_HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin',
+                    'model.safetensors.index.json',
+                    'pytorch_model.bin.index.json')
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fill the model exactly; the message lists all.
+
+    Attributes:
+        unmapped (dict[str, str]): Source key -> why it was not converted.
+        missing (list[str]): Model keys no source key filled.
+        unexpected (dict[str, str]): Converted key not in the model -> its
+            source key.
+        mismatched (dict[str, str]): Model key -> shape description.
+        collisions (dict[str, list[str]]): Model key -> source keys that all
+            mapped to it.
+    """
+
+    def __init__(self, message: str,
+                 unmapped: Optional[Dict[str, str]] = None,
+                 missing: Optional[List[str]] = None,
+                 unexpected: Optional[Dict[str, str]] = None,
+                 mismatched: Optional[Dict[str, str]] = None,
+                 collisions: Optional[Dict[str, List[str]]] = None) -> None:
+        super().__init__(message)
+        self.unmapped = unmapped or {}
+        self.missing = missing or []
+        self.unexpected = unexpected or {}
+        self.mismatched = mismatched or {}
+        self.collisions = collisions or {}
+
+
+def _read_file(path: Path, source: str) -> Any:
+    """Load one file with safetensors or weights-only ``torch.load``."""
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    # Official training checkpoints also store the command-line ``args``, an
+    # ``argparse.Namespace``: a plain attribute bag whose unpickling only
+    # fills ``__dict__`` (its values pass the same weights-only checks).
+    allow = (torch.serialization.safe_globals([argparse.Namespace])
+             if source == 'official' else contextlib.nullcontext())
+    with allow:
+        return safe_torch_load(path)
+
+
+def _hf_weight_files(folder: Path) -> List[Path]:
+    """The weight file(s) of a Hugging Face model folder."""
+    for name in _HF_WEIGHT_FILES:
+        path = folder / name
+        if path.is_file():
+            if name.endswith('.index.json'):  # sharded: one file per shard
+                shards = json.loads(path.read_text())['weight_map'].values()
+                return [folder / shard for shard in sorted(set(shards))]
+            return [path]
+    raise FileNotFoundError(
+        f'{str(folder)!r} holds none of {", ".join(_HF_WEIGHT_FILES)}')
+
+
+def load_source_state_dict(path: PathLike, source: str) -> Dict[str, Tensor]:
+    """Read the weights of a checkpoint of the given source.
+
+    Args:
+        path (str | Path): ``.pth`` / ``.bin`` / ``.safetensors`` file, or a
+            Hugging Face model folder (``save_pretrained`` output).
+        source (str): ``'official'`` (``{'model': ...}``), ``'mmdet'``
+            (``{'state_dict': ...}``) or ``'hf'`` (a bare state dict).
+
+    Returns:
+        dict[str, Tensor]: The weights.
+
+    Raises:
+        UnsafeCheckpointError: The file needs arbitrary code to load.
+        ValueError: The file is not laid out as ``source`` says.
+    """
+    if source not in STATE_DICT_KEY:
+        raise ValueError(f'unknown source {source!r}; expected one of '
+                         f'{sorted(STATE_DICT_KEY)}')
+    path = Path(path)
+    files = _hf_weight_files(path) if path.is_dir() else [path]
+    state_dict: Dict[str, Any] = {}
+    for file in files:
+        obj = _read_file(file, source)
+        wrapper = STATE_DICT_KEY[source]
+        if wrapper is not None:
+            if not isinstance(obj, Mapping) or wrapper not in obj:
+                found = sorted(obj) if isinstance(obj, Mapping) else type(obj)
+                raise ValueError(
+                    f'{str(file)!r} is not a {source} checkpoint: expected a '
+                    f'dict with key {wrapper!r}, found {found}')
+            obj = obj[wrapper]
+        if not isinstance(obj, Mapping):
+            raise ValueError(f'{str(file)!r}: expected a state dict, got '
+                             f'{type(obj).__name__}')
+        state_dict.update(obj)
+    not_tensors = sorted(k for k, v in state_dict.items()
+                         if not isinstance(v, Tensor))
+    if not_tensors:
+        raise ValueError(f'{str(path)!r} ({source}): entries that are not '
+                         f'tensors (nested or wrapped checkpoint?): '
+                         f'{not_tensors}')
+    return state_dict
+
+
+def _section(title: str, lines: List[str]) -> List[str]:
+    """'  N title:' and the lines indented below it; nothing if empty."""
+    if not lines:
+        return []
+    return [f'  {len(lines)} {title}:', *[f'    {line}' for line in lines]]
+
+
+def check_and_fill(renamed: Renamed, target: Mapping[str, Tensor],
+                   description: str) -> Dict[str, Tensor]:
+    """Check a converted state dict against the model's, strictly.
+
+    The only keys filled in are BatchNorm ``num_batches_tracked`` counters
+    (0), which the official and Hugging Face frozen BatchNorm do not have;
+    our backbone BatchNorm is frozen in eval mode, so they are never read.
+
+    Args:
+        renamed (Renamed): The converted weights with provenance.
+        target (Mapping[str, Tensor]): The model's ``state_dict()``.
+        description (str): What was converted, for the error message.
+
+    Returns:
+        dict[str, Tensor]: The weights in the model's key order.
+
+    Raises:
+        CheckpointMismatchError: Listing every unmapped source key, model
+            key left unfilled, converted key the model lacks, shape
+            mismatch and key collision.
+    """
+    tensors = dict(renamed.tensors)
+    for key, value in target.items():
+        if key.endswith('.num_batches_tracked') and key not in tensors:
+            tensors[key] = torch.zeros_like(value)
+    missing = [k for k in target if k not in tensors]
+    unexpected = {k: renamed.origins.get(k, k) for k in tensors
+                  if k not in target}
+    mismatched = {
+        k: f'{tuple(tensors[k].shape)} from {renamed.origins.get(k, k)} '
+        f'vs {tuple(target[k].shape)} in the model'
+        for k in target if k in tensors and tensors[k].shape != target[k].shape
+    }
+    unmapped = [f'{k}: {why}' for k, why in sorted(renamed.unmapped.items())]
+    extra = [f'{k} (from {o})' for k, o in sorted(unexpected.items())]
+    shapes = [f'{k}: {d}' for k, d in mismatched.items()]
+    twice = [f'{k}: {", ".join(v)}'
+             for k, v in sorted(renamed.collisions.items())]
+    lines = (_section('source keys not converted', unmapped) +
+             _section('model keys not filled', missing) +
+             _section('converted keys the model does not have', extra) +
+             _section('shape mismatches', shapes) +
+             _section('keys written by several source keys', twice))
+    if lines:
+        hint = []
+        if 'bbox_head.fc_cls.weight' in mismatched:
+            rows = tensors['bbox_head.fc_cls.weight'].shape[0]
+            classes = target['bbox_head.fc_cls.weight'].shape[0]
+            hint = [f'  The class head has {rows} rows, the model {classes} '
+                    'classes. Official / Hugging Face heads (91 rows by COCO '
+                    'category id) are reduced to the 80 COCO classes, or '
+                    'kept whole with --keep-91-classes (which builds the '
+                    'model with num_classes=91).']
+        raise CheckpointMismatchError(
+            '\n'.join([f'{description} does not match the model exactly:',
+                       *lines, *hint]),
+            unmapped=renamed.unmapped, missing=missing,
+            unexpected=unexpected, mismatched=mismatched,
+            collisions=renamed.collisions)
+    return {k: tensors[k] for k in target}
+
+
+def save_checkpoint(state_dict: Mapping[str, Tensor], path: PathLike,
+                    meta: Mapping[str, Any]) -> None:
+    """Write ``{'state_dict': ..., 'meta': ...}`` as mmengine reads it.
+
+    Only tensors and plain Python values are written, so the file loads
+    with ``torch.load(weights_only=True)`` (mmengine's ``load_checkpoint``,
+    ``load_from``, ``tools/test.py``, ``init_detector``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'state_dict': dict(state_dict), 'meta': dict(meta)}, path)
