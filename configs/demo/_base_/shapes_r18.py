@@ -20,7 +20,7 @@ model = dict(
     backbone=dict(  # from scratch: no pretrained weights, BN trained
         type='ResNet',
         depth=18,
-        base_channels=32,  # stage widths 32, 64, 128, 256
+        base_channels=16,  # stage widths 16, 32, 64
         num_stages=3,  # the last stage is not used
         strides=(1, 2, 2),
         dilations=(1, 1, 1),
@@ -31,7 +31,7 @@ model = dict(
         style='pytorch'),
     neck=dict(
         type='ChannelMapper',
-        in_channels=[128],
+        in_channels=[64],
         kernel_size=1,
         out_channels=128,
         act_cfg=None,
@@ -92,18 +92,18 @@ val_evaluator = dict(
     classwise=True)  # per-class AP table
 test_evaluator = val_evaluator
 
-# From scratch on small data: lr 2e-4 everywhere (backbone included), a
+# From scratch on small data: lr 5e-4 everywhere (backbone included), a
 # warm-up, clip 1.0 and one late lr drop.
-max_epochs = 40
+max_epochs = 30
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
+    optimizer=dict(type='AdamW', lr=5e-4, weight_decay=1e-4),
     clip_grad=dict(max_norm=1.0, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
          end=200),
     dict(type='MultiStepLR', by_epoch=True, begin=0, end=max_epochs,
-         milestones=[32], gamma=0.1)
+         milestones=[25], gamma=0.1)
 ]
 train_cfg = dict(
     type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=10)
