@@ -1,8 +1,9 @@
-"""Runner support: atomic checkpoint writes and CPU distributed training."""
+"""Runner support: atomic checkpoint writes, CPU distributed and bf16 training."""
 from .atomic_backend import AtomicLocalBackend
+from .cpu_amp import CdetrCPUAmpOptimWrapper
 from .cpu_ddp import CdetrCPUDistributedDataParallel, setup_cpu_distributed
 
 __all__ = [
-    'AtomicLocalBackend', 'CdetrCPUDistributedDataParallel',
-    'setup_cpu_distributed'
+    'AtomicLocalBackend', 'CdetrCPUAmpOptimWrapper',
+    'CdetrCPUDistributedDataParallel', 'setup_cpu_distributed'
 ]

@@ -123,6 +123,8 @@ class CdetrHead(BaseModule):
         if self.assigner is None:
             raise RuntimeError('CdetrHead has no matcher: set '
                                'model.train_cfg.assigner to train it')
+        # Losses in fp32, also under autocast (a no-op for fp32 inputs).
+        cls_logits, bbox_preds = cls_logits.float(), bbox_preds.float()
         gt_labels, gt_bboxes = [], []
         for sample in batch_data_samples:
             img_h, img_w = sample.metainfo['img_shape']

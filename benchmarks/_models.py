@@ -1,0 +1,148 @@
+"""Build mmdet's built-in Conditional DETR and ours with the same weights.
+
+Shared by ``benchmarks/speed.py``; both models come from the shipped
+configs (ours: ``configs/conditional_detr_r50_50e.py``, mmdet's:
+``conditional-detr_r50_8xb2-50e_coco.py``) with ``backbone.init_cfg=None``.
+"""
+import copy
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+from mmengine.structures import InstanceData
+
+import cdetr_mmdet  # noqa: F401  (registers our modules)
+from cdetr_mmdet.convert.mmdet_format import convert_mmdet_state_dict
+from cdetr_mmdet.models import CdetrConditionalDETR
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS_CFG = ROOT / 'configs' / 'conditional_detr_r50_50e.py'
+MMDET_CFG = (Path(__import__('mmdet').__file__).parent / '.mim' / 'configs' /
+             'conditional_detr' / 'conditional-detr_r50_8xb2-50e_coco.py')
+
+register_all_modules(init_default_scope=True)
+# Per-parameter optimiser and init reports would drown the tables.
+MMLogger.get_current_instance().setLevel('ERROR')
+
+
+def model_cfg(which: str, depth: int = 50, num_layers: int = 6,
+              num_queries: int = 300, num_classes: int = 80,
+              channels_last: bool = False) -> Config:
+    """The model config of ``which`` ('ours' or 'mmdet'), resized.
+
+    Args:
+        which (str): 'ours' or 'mmdet'.
+        depth (int): ResNet depth (18, 34, 50, 101). Defaults to 50.
+        num_layers (int): Encoder and decoder layers. Defaults to 6.
+        num_queries (int): Object queries. Defaults to 300.
+        num_classes (int): Classes. Defaults to 80.
+        channels_last (bool): Our detector's ``channels_last`` option
+            (ours only). Defaults to False.
+
+    Returns:
+        Config: The model config, random backbone init.
+    """
+    cfg = Config.fromfile(str(OURS_CFG if which == 'ours' else MMDET_CFG))
+    model = copy.deepcopy(cfg.model)
+    model.backbone.update(depth=depth, init_cfg=None)
+    if depth < 50:  # BasicBlock ResNets end with 512 channels
+        model.neck.in_channels = [512]
+    model.num_queries = num_queries
+    model.bbox_head.num_classes = num_classes
+    model.encoder.num_layers = num_layers
+    model.decoder.num_layers = num_layers
+    if channels_last:
+        if which != 'ours':
+            raise ValueError('channels_last is an option of our detector')
+        model.channels_last = True
+    return model
+
+
+def build_model(which: str, seed: int = 0, **cfg_kwargs) -> torch.nn.Module:
+    """Build and initialise one model (random weights, fixed seed).
+
+    Args:
+        which (str): 'ours' or 'mmdet'.
+        seed (int): Seed of the random init. Defaults to 0.
+        **cfg_kwargs: See :func:`model_cfg`.
+    """
+    torch.manual_seed(seed)
+    model = MODELS.build(model_cfg(which, **cfg_kwargs))
+    model.init_weights()
+    return model
+
+
+def load_mmdet_weights(model: torch.nn.Module,
+                       state_dict: Dict[str, torch.Tensor]) -> None:
+    """Load mmdet ``ConditionalDETR`` weights into ``model`` (strict).
+
+    ``model`` is mmdet's (keys as they are) or ours (keys converted with
+    :func:`convert_mmdet_state_dict`).
+    """
+    if not isinstance(model, CdetrConditionalDETR):
+        model.load_state_dict(state_dict, strict=True)
+    else:
+        model.load_state_dict(convert_mmdet_state_dict(state_dict),
+                              strict=True)
+
+
+def optim_wrapper_cfg(amp: Optional[str] = None,
+                      device: str = 'cpu') -> dict:
+    """Our config's optimiser (AdamW, backbone lr x0.1, clip 0.1).
+
+    Args:
+        amp (str, optional): None for fp32, else 'bfloat16' or 'float16':
+            ``CdetrCPUAmpOptimWrapper`` on CPU, mmengine's
+            ``AmpOptimWrapper`` on CUDA.
+        device (str): 'cpu' or 'cuda'. Defaults to 'cpu'.
+    """
+    cfg = copy.deepcopy(Config.fromfile(str(OURS_CFG)).optim_wrapper)
+    cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+    if amp:
+        cfg['type'] = ('CdetrCPUAmpOptimWrapper' if device == 'cpu' else
+                       'AmpOptimWrapper')
+        cfg['dtype'] = amp
+    return cfg
+
+
+def build_optimizer(model: torch.nn.Module, amp: Optional[str] = None,
+                    device: str = 'cpu'):
+    """An mmengine ``OptimWrapper`` for ``model`` from our config."""
+    return build_optim_wrapper(model, optim_wrapper_cfg(amp, device))
+
+
+def make_inputs(batch: int, height: int, width: int, num_gts: int = 5,
+                num_classes: int = 80, seed: int = 0,
+                device: str = 'cpu') -> Tuple[torch.Tensor,
+                                              List[DetDataSample]]:
+    """A synthetic normalised batch (no padding) and its data samples.
+
+    Returns:
+        tuple: ``inputs`` (batch, 3, height, width) and data samples with
+        ``img_shape``, ``batch_input_shape``, ``scale_factor`` and
+        ``num_gts`` random ``gt_instances`` (xyxy pixels) per image.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(batch, 3, height, width, generator=gen)
+    samples = []
+    for i in range(batch):
+        xy = torch.rand(num_gts, 2, generator=gen) * torch.tensor(
+            [width * .6, height * .6])
+        wh = (torch.rand(num_gts, 2, generator=gen) * .3 + .1) * torch.tensor(
+            [width, height])
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(height, width), ori_shape=(height, width),
+            pad_shape=(height, width), batch_input_shape=(height, width),
+            scale_factor=(1., 1.), img_path=f'synthetic{i}.png'))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + wh], dim=1).to(device),
+            labels=torch.randint(num_classes, (num_gts, ),
+                                 generator=gen).to(device))
+        samples.append(sample)
+    return inputs.to(device), samples

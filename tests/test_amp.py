@@ -1,0 +1,92 @@
+"""bf16 autocast training on CPU (``CdetrCPUAmpOptimWrapper``) and the
+``channels_last`` detector option, the two speed options of
+``docs/benchmarks.md``."""
+import copy
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmengine.optim import build_optim_wrapper
+
+from cdetr_mmdet.engine import CdetrCPUAmpOptimWrapper
+from conftest import make_batch, randomize_
+
+
+def amp_optim_wrapper(model):
+    """Built through mmengine from a config dict, as a runner does."""
+    return build_optim_wrapper(model, dict(
+        type='CdetrCPUAmpOptimWrapper',
+        optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
+        clip_grad=dict(max_norm=0.1, norm_type=2),
+        paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0.1)})))
+
+
+def test_bf16_training_steps_stay_finite(tiny_model_cfg):
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg)
+    model.init_weights()
+    model.train()
+    optim_wrapper = amp_optim_wrapper(model)
+    assert isinstance(optim_wrapper, CdetrCPUAmpOptimWrapper)
+    # Record the dtype the decoder's linear layers compute in.
+    dtypes = []
+    model.decoder.layers[0].linear1.register_forward_hook(
+        lambda mod, inp, out: dtypes.append(out.dtype))
+    before = copy.deepcopy(model.decoder.state_dict())
+    inputs, samples = make_batch(num_gts=(3, 2))
+    for _ in range(3):
+        with optim_wrapper.optim_context(model):
+            losses = model(inputs, samples, mode='loss')
+        loss, log_vars = model.parse_losses(losses)
+        for name, value in log_vars.items():
+            assert torch.isfinite(value).all(), name
+            assert value.dtype == torch.float32, name  # losses stay fp32
+        optim_wrapper.update_params(loss)
+    assert dtypes == [torch.bfloat16] * 3
+    for name, param in model.named_parameters():
+        assert param.dtype == torch.float32, name  # master weights stay fp32
+        if param.grad is not None:
+            assert torch.isfinite(param.grad).all(), name
+    after = model.decoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bf16_predict_is_finite(tiny_model_cfg):
+    model = MODELS.build(tiny_model_cfg).eval()
+    randomize_(model, std=0.05)
+    inputs, samples = make_batch()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        results = model(inputs, samples, mode='predict')
+    for result in results:
+        assert torch.isfinite(result.pred_instances.bboxes).all()
+        assert torch.isfinite(result.pred_instances.scores).all()
+
+
+def test_amp_wrapper_refuses_float16(tiny_model_cfg):
+    model = MODELS.build(tiny_model_cfg)
+    with pytest.raises(ValueError, match='bfloat16'):
+        build_optim_wrapper(model, dict(
+            type='CdetrCPUAmpOptimWrapper', dtype='float16',
+            optimizer=dict(type='AdamW', lr=1e-4)))
+
+
+def test_channels_last_matches_the_default_layout(tiny_model_cfg):
+    default = MODELS.build(tiny_model_cfg).eval()
+    randomize_(default, std=0.05)
+    fast_cfg = copy.deepcopy(tiny_model_cfg)
+    fast_cfg.channels_last = True
+    fast = MODELS.build(fast_cfg).eval()
+    fast.load_state_dict(default.state_dict(), strict=True)
+    conv = fast.backbone.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    inputs, samples = make_batch()
+    with torch.no_grad():
+        loss_d = default.loss(inputs, samples)
+        loss_f = fast.loss(inputs, samples)
+        out_d = default._forward(inputs, samples)
+        out_f = fast._forward(inputs, samples)
+    for a, b in zip(out_f, out_d):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for key in loss_d:
+        torch.testing.assert_close(loss_f[key], loss_d[key], rtol=1e-4,
+                                   atol=1e-4, msg=key)
