@@ -177,3 +177,19 @@ def test_dist_train_with_two_cpu_processes(data_root, tmp_path):
     assert (tmp_path / 'work' / 'iter_4.pth').is_file()
     assert 'world_size: 2' in out.stdout + out.stderr or \
         'Distributed launcher: pytorch' in out.stdout + out.stderr
+
+
+def test_train_tool_amp_on_cpu_uses_bf16_wrapper(data_root, tmp_path):
+    cfg = set_data_root(Config.fromfile(str(TINY_CFG)), data_root)
+    cfg.train_cfg.update(max_iters=3, val_interval=100)
+    cfg.default_hooks.checkpoint.interval = 3
+    cfg.dump(str(tmp_path / 'config.py'))
+    out = subprocess.run(
+        [sys.executable, 'tools/train.py', str(tmp_path / 'config.py'),
+         '--amp', '--work-dir', str(tmp_path / 'work')], cwd=ROOT,
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert 'CdetrCPUAmpOptimWrapper' in log
+    assert 'nan' not in log.split('Iter(train) [3/3]')[-1].split('\n')[0]
+    assert (tmp_path / 'work' / 'iter_3.pth').is_file()

@@ -6,6 +6,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
@@ -79,9 +80,11 @@ def main():
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
-    if args.amp:
+    if args.amp and torch.cuda.is_available():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
+    elif args.amp:  # mmengine's AmpOptimWrapper refuses CPU: bf16 autocast
+        cfg.optim_wrapper.type = 'CdetrCPUAmpOptimWrapper'
 
     if args.auto_scale_lr:
         if 'auto_scale_lr' in cfg and \
