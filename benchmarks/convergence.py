@@ -1,0 +1,356 @@
+"""Convergence benchmark: our Conditional DETR vs mmdet's DETR and ConditionalDETR.
+
+Trains the three models of ``configs/convergence/`` (identical data, backbone,
+size, optimiser, schedule, batch and seed; only the transformer, head, loss and
+matcher differ) with mmengine's stock ``Runner``, one subprocess per
+(model, seed), and evaluates COCO AP (mmdet ``CocoMetric``) on the synthetic
+val split every ``--eval-interval`` epochs. Writes ``convergence.json`` (AP,
+AP50, AP75 per eval point, per model and seed, wall times) and
+``convergence.png`` (AP against epoch: mean line, one thin line per seed), and
+prints the epochs each model needs to reach DETR's final AP (mean over seeds).
+
+Resumable: every run has its own work dir under ``OUT/runs/``; a finished run
+(``done.json``) is skipped, an unfinished one resumes from its last checkpoint
+(mmengine ``resume=True``), and the results are rebuilt from the runs'
+``metrics.jsonl`` files. Re-run the same command after an interruption.
+
+Full run (docs/convergence.md)::
+
+    python benchmarks/convergence.py --out-dir work_dirs/convergence
+
+CI smoke run (a handful of tiny images, 2 epochs, 1 seed)::
+
+    python benchmarks/convergence.py --quick --out-dir /tmp/conv
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / 'configs' / 'convergence'
+# name -> (config file, legend label); 'detr' is the reference for "epochs to reach".
+MODELS = {
+    'ours': ('conditional_detr_r18_shapes_d256.py', 'Conditional DETR (ours)'),
+    'detr': ('detr_r18_shapes_d256.py', 'DETR (mmdet)'),
+    'mmdet_cdetr': ('mmdet_conditional_detr_r18_shapes_d256.py', 'ConditionalDETR (mmdet)'),
+}
+COLORS = {'ours': 'tab:red', 'detr': 'tab:blue', 'mmdet_cdetr': 'tab:green'}
+METRICS = {'AP': 'coco/bbox_mAP', 'AP50': 'coco/bbox_mAP_50', 'AP75': 'coco/bbox_mAP_75'}
+FULL = dict(num_train=1000, num_val=200, epochs=10, eval_interval=1, seeds=[0, 1], jobs=6)
+QUICK = dict(num_train=8, num_val=4, epochs=2, eval_interval=1, seeds=[0], jobs=3)
+DATA = dict(img_size=128, min_objects=1, max_objects=3, empty_fraction=0.05, seed=0,
+            difficulty='easy')
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command-line options; unset sizes take the full (or --quick) defaults."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out-dir', default=str(REPO / 'work_dirs' / 'convergence'),
+                        help='data, runs, convergence.json/png (default: work_dirs/convergence)')
+    parser.add_argument('--quick', action='store_true',
+                        help=f'CI smoke run: {QUICK["num_train"]} train / {QUICK["num_val"]} val '
+                        f'images, {QUICK["epochs"]} epochs, seed 0')
+    parser.add_argument('--num-train', type=int, help=f'train images ({FULL["num_train"]})')
+    parser.add_argument('--num-val', type=int, help=f'val images ({FULL["num_val"]})')
+    parser.add_argument('--epochs', type=int, help=f'training epochs ({FULL["epochs"]})')
+    parser.add_argument('--eval-interval', type=int,
+                        help=f'evaluate every N epochs ({FULL["eval_interval"]})')
+    parser.add_argument('--seeds', type=int, nargs='+', help=f'training seeds ({FULL["seeds"]})')
+    parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
+    parser.add_argument('--jobs', type=int, help=f'runs trained at once ({FULL["jobs"]})')
+    parser.add_argument('--threads', type=int, default=1, help='torch threads per run (1)')
+    parser.add_argument('--report-only', action='store_true',
+                        help='train nothing; rebuild JSON, PNG and tables from the runs so far')
+    parser.add_argument('--train-one', nargs=2, metavar=('MODEL', 'SEED'), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def settings(args: argparse.Namespace) -> Dict:
+    """Everything that defines the results; a run made with other settings is redone."""
+    return dict(num_train=args.num_train, num_val=args.num_val, epochs=args.epochs,
+                eval_interval=args.eval_interval, data=DATA)
+
+
+def run_dir(out_dir: Path, model: str, seed: int) -> Path:
+    return out_dir / 'runs' / f'{model}_seed{seed}'
+
+
+# ----------------------------------------------------------------------------- one run (child)
+def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
+    """Train one (model, seed) with the stock Runner, resuming if a checkpoint exists."""
+    import torch
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(REPO))
+    import cdetr_mmdet  # noqa: F401  (our modules, safe globals for resume)
+    from mmengine.config import Config
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    out_dir = Path(args.out_dir).resolve()
+    work_dir = run_dir(out_dir, model, seed)
+    data_root = str(out_dir / 'data') + '/'
+    cfg = Config.fromfile(str(CONFIG_DIR / MODELS[model][0]))
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = data_root
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        cfg[evaluator].ann_file = data_root + 'annotations/instances_val.json'
+    cfg.work_dir = str(work_dir)
+    cfg.randomness = dict(seed=seed)
+    cfg.train_cfg.max_epochs = args.epochs
+    cfg.train_cfg.val_interval = args.eval_interval
+    cfg.resume = True  # from work_dir/last_checkpoint if there is one, else from scratch
+    if args.quick:
+        cfg.default_hooks.logger.interval = 1
+
+    metrics_file = work_dir / 'metrics.jsonl'
+
+    class MetricsRecorder(Hook):
+        """Appends the epoch, metrics and cumulative train seconds after each evaluation."""
+
+        def __init__(self, previous_s: float):
+            self.previous_s, self.start = previous_s, time.perf_counter()
+
+        def after_val_epoch(self, runner, metrics=None):
+            row = dict(epoch=runner.epoch,
+                       train_s=round(self.previous_s + time.perf_counter() - self.start, 1),
+                       **{k: float(metrics[v]) for k, v in METRICS.items()})
+            with open(metrics_file, 'a') as f:
+                f.write(json.dumps(row) + '\n')
+
+    rows = read_rows(metrics_file)
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(MetricsRecorder(rows[-1]['train_s'] if rows else 0.0))
+    runner.train()
+    (work_dir / 'done.json').write_text(json.dumps(settings(args)))
+
+
+# ----------------------------------------------------------------------------- orchestration
+def read_rows(path: Path) -> List[Dict]:
+    """Eval rows of one run, one per epoch (a resumed run's later row wins)."""
+    if not path.exists():
+        return []
+    by_epoch = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_epoch[row['epoch']] = row
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def launch(args: argparse.Namespace, model: str, seed: int) -> subprocess.Popen:
+    """Start one run in a subprocess; its output goes to the run's train.log."""
+    work_dir = run_dir(Path(args.out_dir).resolve(), model, seed)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), '--out-dir', str(args.out_dir),
+           '--num-train', str(args.num_train), '--num-val', str(args.num_val),
+           '--epochs', str(args.epochs), '--eval-interval', str(args.eval_interval),
+           '--threads', str(args.threads), '--train-one', model, str(seed)]
+    if args.quick:
+        cmd.append('--quick')
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    log = open(work_dir / 'train.log', 'a')
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+
+
+def run_all(args: argparse.Namespace) -> float:
+    """Train every missing (model, seed), ``args.jobs`` at a time; returns the wall seconds."""
+    out_dir = Path(args.out_dir).resolve()
+    todo = []
+    for seed in args.seeds:  # seed-major: an early stop leaves complete seeds
+        for model in args.models:
+            work_dir = run_dir(out_dir, model, seed)
+            done = work_dir / 'done.json'
+            if done.exists():
+                previous = json.loads(done.read_text())
+                if any(previous[k] != settings(args)[k] for k in ('num_train', 'num_val', 'data')):
+                    # Other data: this run starts again from scratch.
+                    for name in ('done.json', 'metrics.jsonl', 'last_checkpoint'):
+                        (work_dir / name).unlink(missing_ok=True)
+                elif previous['epochs'] >= args.epochs:
+                    print(f'[convergence] {model} seed {seed}: done, skipped', flush=True)
+                    continue
+                else:  # a longer schedule: resume from the last checkpoint
+                    done.unlink()
+            todo.append((model, seed))
+    start = time.perf_counter()
+    running = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            model, seed = todo.pop(0)
+            print(f'[convergence] {model} seed {seed}: training '
+                  f'({run_dir(out_dir, model, seed) / "train.log"})', flush=True)
+            running.append((model, seed, launch(args, model, seed)))
+        time.sleep(1)
+        for item in list(running):
+            model, seed, proc = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode:
+                for _, _, other in running:
+                    other.terminate()
+                raise RuntimeError(f'{model} seed {seed} failed (exit {proc.returncode}); see '
+                                   f'{run_dir(out_dir, model, seed) / "train.log"}')
+            rows = read_rows(run_dir(out_dir, model, seed) / 'metrics.jsonl')
+            print(f'[convergence] {model} seed {seed}: finished, final AP {rows[-1]["AP"]:.3f} '
+                  f'({time.perf_counter() - start:.0f} s since start)', flush=True)
+    return time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- results
+def epochs_to_reach(epochs: List[int], values: List[float], target: float) -> Optional[int]:
+    """First eval epoch whose value is >= target, None if never."""
+    return next((e for e, v in zip(epochs, values) if v >= target), None)
+
+
+def summarise(args: argparse.Namespace, wall_s: float) -> Dict:
+    """Collect every run's eval rows into the results dict written as convergence.json."""
+    out_dir = Path(args.out_dir).resolve()
+    models = {}
+    for model in args.models:
+        runs = {str(s): [r for r in read_rows(run_dir(out_dir, model, s) / 'metrics.jsonl')
+                         if r['epoch'] <= args.epochs] for s in args.seeds}
+        epochs = sorted(set.intersection(*(set(r['epoch'] for r in rows) for rows in runs.values())))
+        per_epoch = {str(s): {r['epoch']: r for r in rows} for s, rows in runs.items()}
+        stats = {}
+        for key in METRICS:
+            values = [[per_epoch[s][e][key] for s in per_epoch] for e in epochs]
+            stats[key] = dict(mean=[sum(v) / len(v) for v in values],
+                              min=[min(v) for v in values], max=[max(v) for v in values])
+        models[model] = dict(label=MODELS[model][1], config=f'configs/convergence/{MODELS[model][0]}',
+                             epochs=epochs, runs=runs, **stats,
+                             train_s={s: rows[-1]['train_s'] if rows else None
+                                      for s, rows in runs.items()})
+    result = dict(settings=dict(settings(args), seeds=args.seeds, jobs=args.jobs,
+                                threads=args.threads, quick=args.quick),
+                  command=' '.join(['python', 'benchmarks/convergence.py'] + sys.argv[1:]),
+                  wall_s_this_invocation=round(wall_s, 1), models=models)
+    if 'detr' in models and models['detr']['epochs']:
+        # 'reach' (AP) is the benchmark's criterion; 'reach_AP50' is the same on AP50.
+        for name, key in (('reach', 'AP'), ('reach_AP50', 'AP50')):
+            target = models['detr'][key]['mean'][-1]
+            reach = {m: epochs_to_reach(d['epochs'], d[key]['mean'], target)
+                     for m, d in models.items()}
+            ratio = (reach['detr'] / reach['ours']
+                     if 'ours' in reach and reach['ours'] and reach['detr'] else None)
+            result[name] = dict(metric=key, target=target, epochs=reach,
+                                ratio_detr_over_ours=ratio)
+    if 'ours' in models and 'mmdet_cdetr' in models:
+        ours, ref = models['ours']['AP'], models['mmdet_cdetr']['AP']
+        # "Matches within the seed spread": our best seed reaches mmdet's worst seed.
+        result['ours_matches_mmdet_cdetr'] = [o >= r for o, r in zip(ours['max'], ref['min'])]
+    return result
+
+
+def plot(result: Dict, path: Path) -> None:
+    """AP and AP50 against epoch: mean line per model, thin line per seed."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key in zip(axes, ('AP', 'AP50')):
+        for model, data in result['models'].items():
+            color = COLORS[model]
+            for rows in data['runs'].values():
+                ax.plot([r['epoch'] for r in rows], [r[key] for r in rows], color=color,
+                        lw=0.7, alpha=0.45)
+            ax.plot(data['epochs'], data[key]['mean'], color=color, lw=2.2, marker='o', ms=3,
+                    label=data['label'])
+        if key == 'AP' and 'reach' in result:
+            ax.axhline(result['reach']['target'], color='gray', ls='--', lw=1,
+                       label="DETR's final AP")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel('epoch')
+        ax.set_ylabel(f'COCO bbox {key} (val)')
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc='upper left')
+    s = result['settings']
+    fig.suptitle(f'From scratch on synthetic shapes: {s["num_train"]} train images, '
+                 f'seeds {s["seeds"]} (thin: per seed, thick: mean)', fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(result: Dict) -> None:
+    """Print the table, epochs to reach DETR's final AP and the ratio."""
+    for model, data in result['models'].items():
+        print(f'\n{data["label"]}  (train s per seed: {data["train_s"]})')
+        for i, epoch in enumerate(data['epochs']):
+            cells = '  '.join(f'{k} {data[k]["mean"][i]:.3f} [{data[k]["min"][i]:.3f}, '
+                              f'{data[k]["max"][i]:.3f}]' for k in METRICS)
+            print(f'  epoch {epoch:3d}: {cells}')
+    for name in ('reach', 'reach_AP50'):
+        if name not in result:
+            continue
+        reach = result[name]
+        print(f'\nepochs to reach {reach["metric"]} {reach["target"]:.3f} '
+              f'(DETR final {reach["metric"]}, mean over seeds):')
+        for model, epochs in reach['epochs'].items():
+            print(f'  {result["models"][model]["label"]}: '
+                  f'{epochs if epochs is not None else "not reached"}')
+        ratio = reach['ratio_detr_over_ours']
+        print(f'  ratio DETR / ours: {ratio:.2f}' if ratio else '  ratio DETR / ours: n/a')
+        if reach['target'] <= 0:
+            print(f'  (DETR\'s final {reach["metric"]} is 0: every model "reaches" it at once; '
+                  'the ratio says nothing)')
+    if 'ours_matches_mmdet_cdetr' in result:
+        print(f'ours >= mmdet ConditionalDETR within the seed spread at each eval point: '
+              f'{result["ours_matches_mmdet_cdetr"]}')
+
+
+def markdown_table(result: Dict) -> str:
+    """One table per metric: rows are eval epochs, cells mean over seeds [min, max]."""
+    models = result['models']
+    epochs = sorted(set().union(*(d['epochs'] for d in models.values())))
+    out = []
+    for key in METRICS:
+        out += [f'**{key}** (mean over seeds [min, max])', '',
+                '| epoch | ' + ' | '.join(d['label'] for d in models.values()) + ' |',
+                '| ---: | ' + ' | '.join('---' for _ in models) + ' |']
+        for epoch in epochs:
+            cells = []
+            for data in models.values():
+                i = data['epochs'].index(epoch) if epoch in data['epochs'] else None
+                cells.append('' if i is None else f'{data[key]["mean"][i]:.3f} '
+                             f'[{data[key]["min"][i]:.3f}, {data[key]["max"][i]:.3f}]')
+            out.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
+        out.append('')
+    return '\n'.join(out)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    args = parse_args(argv)
+    if args.train_one:
+        train_one(args, args.train_one[0], int(args.train_one[1]))
+        return {}
+    out_dir = Path(args.out_dir).resolve()
+    sys.path.insert(0, str(REPO))
+    from cdetr_mmdet.data.synthetic_shapes import ensure_dataset
+    data = ensure_dataset(out_dir / 'data', num_train=args.num_train, num_val=args.num_val,
+                          **DATA)
+    print(f'[convergence] dataset {data["out_dir"]}: {data["counts"]}', flush=True)
+    wall_s = 0.0 if args.report_only else run_all(args)
+    result = summarise(args, wall_s)
+    (out_dir / 'convergence.json').write_text(json.dumps(result, indent=1))
+    plot(result, out_dir / 'convergence.png')
+    (out_dir / 'convergence_table.md').write_text(markdown_table(result))
+    report(result)
+    print(f'\n[convergence] wrote {out_dir / "convergence.json"} and {out_dir / "convergence.png"} '
+          f'({wall_s / 60:.1f} min of training in this invocation)')
+    return result
+
+
+if __name__ == '__main__':
+    main()
