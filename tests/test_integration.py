@@ -41,7 +41,7 @@ class Recorder(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
-        self.losses.append(float(outputs['loss']))
+        self.losses.append(float(outputs['loss'].detach()))
 
 
 def run(cfg: Config, recorder: Recorder) -> Runner:
