@@ -13,6 +13,13 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 
+# The paper's losses (built by MODELS.build, which copies its config).
+DEFAULT_LOSS_CLS = dict(type='CdetrFocalLoss', alpha=0.25, gamma=2.0,
+                        loss_weight=2.0)
+DEFAULT_LOSS_BBOX = dict(type='L1Loss', loss_weight=5.0)
+DEFAULT_LOSS_IOU = dict(type='GIoULoss', loss_weight=2.0)
+
+
 @MODELS.register_module()
 class CdetrHead(BaseModule):
     """Classification and box branches shared by all decoder layers.
@@ -27,10 +34,12 @@ class CdetrHead(BaseModule):
     Args:
         num_classes (int): Number of object classes (no background).
         embed_dims (int): Model width d. Defaults to 256.
-        loss_cls (dict): Classification loss config. Defaults to
-            ``CdetrFocalLoss`` (alpha 0.25, gamma 2, weight 2).
-        loss_bbox (dict): Box L1 loss config (mmdet ``L1Loss``, weight 5).
-        loss_iou (dict): Box GIoU loss config (mmdet ``GIoULoss``, weight 2).
+        loss_cls (dict, optional): Classification loss config. Defaults to
+            None: ``CdetrFocalLoss`` (alpha 0.25, gamma 2, weight 2).
+        loss_bbox (dict, optional): Box L1 loss config. Defaults to None:
+            mmdet ``L1Loss``, weight 5.
+        loss_iou (dict, optional): Box GIoU loss config. Defaults to None:
+            mmdet ``GIoULoss``, weight 2.
         train_cfg (dict, optional): ``dict(assigner=...)``, the matcher config
             (``CdetrHungarianMatcher``). Needed for training only.
         test_cfg (dict, optional): ``max_per_img`` (default 100) and
@@ -42,19 +51,18 @@ class CdetrHead(BaseModule):
             self,
             num_classes: int,
             embed_dims: int = 256,
-            loss_cls: dict = dict(type='CdetrFocalLoss', alpha=0.25,
-                                  gamma=2.0, loss_weight=2.0),
-            loss_bbox: dict = dict(type='L1Loss', loss_weight=5.0),
-            loss_iou: dict = dict(type='GIoULoss', loss_weight=2.0),
+            loss_cls: Optional[dict] = None,
+            loss_bbox: Optional[dict] = None,
+            loss_iou: Optional[dict] = None,
             train_cfg: Optional[dict] = None,
             test_cfg: Optional[dict] = None,
             init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.num_classes = num_classes
         self.embed_dims = embed_dims
-        self.loss_cls = MODELS.build(loss_cls)
-        self.loss_bbox = MODELS.build(loss_bbox)
-        self.loss_iou = MODELS.build(loss_iou)
+        self.loss_cls = MODELS.build(loss_cls or DEFAULT_LOSS_CLS)
+        self.loss_bbox = MODELS.build(loss_bbox or DEFAULT_LOSS_BBOX)
+        self.loss_iou = MODELS.build(loss_iou or DEFAULT_LOSS_IOU)
         self.assigner = (TASK_UTILS.build(train_cfg['assigner'])
                          if train_cfg else None)
         test_cfg = dict(test_cfg or {})
