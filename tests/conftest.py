@@ -12,6 +12,8 @@ from mmengine.logging import MMLogger
 from mmengine.structures import InstanceData
 
 import cdetr_mmdet  # noqa: F401  (registers our modules)
+# Random weights for parity tests (zero-initialised layers would hide bugs).
+from cdetr_mmdet.convert.parity import padded_batch, randomize_  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 MMDET_CDETR_CFG = (Path(__import__('mmdet').__file__).parent / '.mim' /
@@ -63,49 +65,20 @@ def make_batch(sizes: Sequence[Tuple[int, int]] = ((64, 96), (48, 80)),
                seed: int = 0) -> Tuple[torch.Tensor, List[DetDataSample]]:
     """A zero-padded batch of normalised images and their data samples.
 
+    Builds on :func:`cdetr_mmdet.convert.parity.padded_batch` and adds
+    random ``gt_instances`` (xyxy boxes inside each image) and ``img_path``.
+
     Returns:
-        tuple: ``inputs`` (bs, 3, H, W) and data samples with ``img_shape``,
-        ``batch_input_shape``, ``scale_factor`` and random ``gt_instances``
-        (xyxy boxes inside each image).
+        tuple: ``inputs`` (bs, 3, H, W) and the data samples.
     """
-    gen = torch.Generator().manual_seed(seed)
-    pad_h = max(h for h, _ in sizes)
-    pad_w = max(w for _, w in sizes)
-    inputs = torch.zeros(len(sizes), 3, pad_h, pad_w)
-    samples = []
-    for i, ((h, w), n) in enumerate(zip(sizes, num_gts)):
-        inputs[i, :, :h, :w] = torch.randn(3, h, w, generator=gen)
+    inputs, _, samples = padded_batch(sizes, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for i, (sample, (h, w), n) in enumerate(zip(samples, sizes, num_gts)):
         xy = torch.rand(n, 2, generator=gen) * torch.tensor([w * .6, h * .6])
         wh = (torch.rand(n, 2, generator=gen) * .3 + .1) * torch.tensor(
             [w, h])
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(h, w), ori_shape=(h, w), pad_shape=(pad_h, pad_w),
-            batch_input_shape=(pad_h, pad_w), scale_factor=(1., 1.),
-            img_path=f'img{i}.png'))
+        sample.set_metainfo(dict(img_path=f'img{i}.png'))
         sample.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + wh], dim=1),
             labels=torch.randint(num_classes, (n, ), generator=gen))
-        samples.append(sample)
     return inputs, samples
-
-
-def randomize_(module: torch.nn.Module, seed: int = 0,
-               std: float = 0.1) -> None:
-    """Overwrite every parameter and float buffer with random values.
-
-    Zero-initialised layers (the last box layer) would otherwise hide
-    mistakes from a parity test.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in list(module.named_parameters()) + list(
-                module.named_buffers()):
-            if not tensor.is_floating_point():
-                continue
-            noise = torch.randn(tensor.shape, generator=gen) * std
-            if name.endswith('running_var') or (
-                    tensor.dim() == 1 and 'norm' in name
-                    and name.endswith('weight')):
-                tensor.copy_(1 + noise.abs())
-            else:
-                tensor.copy_(noise)

@@ -53,7 +53,7 @@ def test_bf16_training_steps_stay_finite(tiny_model_cfg):
 
 def test_bf16_predict_is_finite(tiny_model_cfg):
     model = MODELS.build(tiny_model_cfg).eval()
-    randomize_(model, std=0.05)
+    randomize_(model)
     inputs, samples = make_batch()
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         results = model(inputs, samples, mode='predict')
@@ -72,7 +72,7 @@ def test_amp_wrapper_refuses_float16(tiny_model_cfg):
 
 def test_channels_last_matches_the_default_layout(tiny_model_cfg):
     default = MODELS.build(tiny_model_cfg).eval()
-    randomize_(default, std=0.05)
+    randomize_(default)
     fast_cfg = copy.deepcopy(tiny_model_cfg)
     fast_cfg.channels_last = True
     fast = MODELS.build(fast_cfg).eval()

@@ -13,7 +13,7 @@ from conftest import ROOT, make_batch, randomize_
 def test_padding_does_not_change_transformer_outputs(tiny_model_cfg):
     """Padded keys are masked: an image's outputs do not depend on padding."""
     model = MODELS.build(tiny_model_cfg).eval()
-    randomize_(model, std=0.1)
+    randomize_(model)
     feats = torch.randn(1, 64, 2, 3)  # stride-32 features of a 64x96 image
     _, samples = make_batch(sizes=((64, 96), ), num_gts=(1, ))
     padded = torch.randn(1, 64, 4, 5) * 10  # garbage in the padding
