@@ -11,6 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _check_heads(embed_dims: int, num_heads: int) -> None:
+    """Raise if the width does not split evenly over the heads."""
+    if embed_dims % num_heads:
+        raise ValueError(f'embed_dims ({embed_dims}) must be divisible by '
+                         f'num_heads ({num_heads})')
+
+
 def _split_heads(x: Tensor, num_heads: int) -> Tensor:
     """(bs, n, num_heads * c) -> (bs, num_heads, n, c)."""
     bs, n, dims = x.shape
@@ -54,9 +61,7 @@ class ConditionalSelfAttention(nn.Module):
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
                  attn_drop: float = 0.1) -> None:
         super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
+        _check_heads(embed_dims, num_heads)
         self.num_heads = num_heads
         self.attn_drop = attn_drop
         self.qcontent_proj = nn.Linear(embed_dims, embed_dims)
@@ -112,9 +117,7 @@ class ConditionalCrossAttention(nn.Module):
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
                  attn_drop: float = 0.1, is_first: bool = False) -> None:
         super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
+        _check_heads(embed_dims, num_heads)
         self.num_heads = num_heads
         self.attn_drop = attn_drop
         self.is_first = is_first
