@@ -15,10 +15,10 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
-from mmengine.structures import InstanceData
 
 import cdetr_mmdet  # noqa: F401  (registers our modules)
 from cdetr_mmdet.convert.mmdet_format import convert_mmdet_state_dict
+from cdetr_mmdet.convert.parity import add_random_gts, padded_batch
 from cdetr_mmdet.models import CdetrConditionalDETR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,28 +121,14 @@ def make_inputs(batch: int, height: int, width: int, num_gts: int = 5,
                 num_classes: int = 80, seed: int = 0,
                 device: str = 'cpu') -> Tuple[torch.Tensor,
                                               List[DetDataSample]]:
-    """A synthetic normalised batch (no padding) and its data samples.
+    """A synthetic normalised batch of same-sized images and its data samples.
 
     Returns:
         tuple: ``inputs`` (batch, 3, height, width) and data samples with
         ``img_shape``, ``batch_input_shape``, ``scale_factor`` and
         ``num_gts`` random ``gt_instances`` (xyxy pixels) per image.
     """
-    gen = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(batch, 3, height, width, generator=gen)
-    samples = []
-    for i in range(batch):
-        xy = torch.rand(num_gts, 2, generator=gen) * torch.tensor(
-            [width * .6, height * .6])
-        wh = (torch.rand(num_gts, 2, generator=gen) * .3 + .1) * torch.tensor(
-            [width, height])
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(height, width), ori_shape=(height, width),
-            pad_shape=(height, width), batch_input_shape=(height, width),
-            scale_factor=(1., 1.), img_path=f'synthetic{i}.png'))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.cat([xy, xy + wh], dim=1).to(device),
-            labels=torch.randint(num_classes, (num_gts, ),
-                                 generator=gen).to(device))
-        samples.append(sample)
+    inputs, _, samples = padded_batch([(height, width)] * batch, seed=seed)
+    add_random_gts(samples, [num_gts] * batch, num_classes, seed=seed + 1,
+                   device=device)
     return inputs.to(device), samples

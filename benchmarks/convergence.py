@@ -4,10 +4,13 @@ Trains the three models of ``configs/convergence/`` (identical data, backbone,
 size, optimiser, schedule, batch and seed; only the transformer, head, loss and
 matcher differ) with mmengine's stock ``Runner``, one subprocess per
 (model, seed), and evaluates COCO AP (mmdet ``CocoMetric``) on the synthetic
-val split every ``--eval-interval`` epochs. Writes ``convergence.json`` (AP,
-AP50, AP75 per eval point, per model and seed, wall times) and
-``convergence.png`` (AP against epoch: mean line, one thin line per seed), and
-prints the epochs each model needs to reach DETR's final AP (mean over seeds).
+val split every ``--eval-interval`` epochs. All three start from the same
+backbone, pre-trained first by ``benchmarks/pretrain_backbone.py`` on an
+image-level task (the paper's detectors start from ImageNet weights).
+Writes ``convergence.json`` (AP, AP50, AP75 per eval point, per model and
+seed, wall times, the pre-training record) and ``convergence.png`` (AP
+against epoch: mean line, one thin line per seed), and prints the epochs
+each model needs to reach DETR's final AP (mean over seeds).
 
 Resumable: every run has its own work dir under ``OUT/runs/``; a finished run
 (``done.json``) is skipped, an unfinished one resumes from its last checkpoint
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pretrain_backbone
 CONFIG_DIR = REPO / 'configs' / 'convergence'
 # name -> (config file, legend label); 'detr' is the reference for "epochs to reach".
 MODELS = {
@@ -41,8 +45,11 @@ MODELS = {
 }
 COLORS = {'ours': 'tab:red', 'detr': 'tab:blue', 'mmdet_cdetr': 'tab:green'}
 METRICS = {'AP': 'coco/bbox_mAP', 'AP50': 'coco/bbox_mAP_50', 'AP75': 'coco/bbox_mAP_75'}
-FULL = dict(num_train=1000, num_val=200, epochs=10, eval_interval=1, seeds=[0, 1], jobs=6)
+FULL = dict(num_train=1000, num_val=200, epochs=30, eval_interval=1, seeds=[0, 1], jobs=2)
 QUICK = dict(num_train=8, num_val=4, epochs=2, eval_interval=1, seeds=[0], jobs=3)
+# benchmarks/pretrain_backbone.py settings: its defaults for the full run, a token one for --quick.
+PRETRAIN_FULL: Dict = {}
+PRETRAIN_QUICK = dict(num_train=64, num_val=16, epochs=1, batch_size=16)
 DATA = dict(img_size=128, min_objects=1, max_objects=3, empty_fraction=0.05, seed=0,
             difficulty='easy')
 
@@ -78,7 +85,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def settings(args: argparse.Namespace) -> Dict:
     """Everything that defines the results; a run made with other settings is redone."""
     return dict(num_train=args.num_train, num_val=args.num_val, epochs=args.epochs,
-                eval_interval=args.eval_interval, data=DATA)
+                eval_interval=args.eval_interval, data=DATA, pretrain=pretrain_settings(args))
+
+
+def pretrain_settings(args: argparse.Namespace) -> Dict:
+    """Settings of the backbone pre-training (``pretrain_backbone.DEFAULTS`` + overrides)."""
+    from pretrain_backbone import DEFAULTS
+    return dict(DEFAULTS, **(PRETRAIN_QUICK if args.quick else PRETRAIN_FULL))
+
+
+def backbone_path(out_dir: Path) -> Path:
+    return out_dir / 'pretrain' / 'backbone.pth'
 
 
 def run_dir(out_dir: Path, model: str, seed: int) -> Path:
@@ -104,6 +121,7 @@ def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
         cfg[loader].dataset.data_root = data_root
     for evaluator in ('val_evaluator', 'test_evaluator'):
         cfg[evaluator].ann_file = data_root + 'annotations/instances_val.json'
+    cfg.model.backbone.init_cfg.checkpoint = str(backbone_path(out_dir))
     cfg.work_dir = str(work_dir)
     cfg.randomness = dict(seed=seed)
     cfg.train_cfg.max_epochs = args.epochs
@@ -172,7 +190,8 @@ def run_all(args: argparse.Namespace) -> float:
             done = work_dir / 'done.json'
             if done.exists():
                 previous = json.loads(done.read_text())
-                if any(previous[k] != settings(args)[k] for k in ('num_train', 'num_val', 'data')):
+                if any(previous.get(k) != settings(args)[k]
+                       for k in ('num_train', 'num_val', 'data', 'pretrain')):
                     # Other data: this run starts again from scratch.
                     for name in ('done.json', 'metrics.jsonl', 'last_checkpoint'):
                         (work_dir / name).unlink(missing_ok=True)
@@ -235,6 +254,9 @@ def summarise(args: argparse.Namespace, wall_s: float) -> Dict:
                                 threads=args.threads, quick=args.quick),
                   command=' '.join(['python', 'benchmarks/convergence.py'] + sys.argv[1:]),
                   wall_s_this_invocation=round(wall_s, 1), models=models)
+    sidecar = Path(str(backbone_path(out_dir)) + '.json')
+    if sidecar.exists():  # the shared backbone's pre-training: settings, accuracy, seconds
+        result['pretrain'] = json.loads(sidecar.read_text())
     if 'detr' in models and models['detr']['epochs']:
         # 'reach' (AP) is the benchmark's criterion; 'reach_AP50' is the same on AP50.
         for name, key in (('reach', 'AP'), ('reach_AP50', 'AP50')):
@@ -276,7 +298,7 @@ def plot(result: Dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc='upper left')
     s = result['settings']
-    fig.suptitle(f'From scratch on synthetic shapes: {s["num_train"]} train images, '
+    fig.suptitle(f'Synthetic shapes, pre-trained backbone: {s["num_train"]} train images, '
                  f'seeds {s["seeds"]} (thin: per seed, thick: mean)', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -341,6 +363,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     data = ensure_dataset(out_dir / 'data', num_train=args.num_train, num_val=args.num_val,
                           **DATA)
     print(f'[convergence] dataset {data["out_dir"]}: {data["counts"]}', flush=True)
+    if not args.report_only:
+        import torch
+        from pretrain_backbone import pretrain
+        # The machine share the runs will use, before they start.
+        torch.set_num_threads(min(args.threads * args.jobs, os.cpu_count() or 1))
+        pretrained = pretrain(str(CONFIG_DIR / MODELS['ours'][0]), backbone_path(out_dir),
+                              pretrain_settings(args), log=lambda m: print(m, flush=True))
+        print(f'[convergence] backbone pre-trained: {pretrained["history"][-1]}', flush=True)
     wall_s = 0.0 if args.report_only else run_all(args)
     result = summarise(args, wall_s)
     (out_dir / 'convergence.json').write_text(json.dumps(result, indent=1))

@@ -7,9 +7,9 @@ default ``Conv2d`` init for the input projection and a zero last box layer.
 If its curve then matches ours, the gap between ours and mmdet's built-in
 model in the convergence benchmark comes from initialisation alone.
 
-    python benchmarks/convergence.py --out-dir work_dirs/convergence   # data
+    python benchmarks/convergence.py --out-dir work_dirs/convergence   # data, backbone
     python benchmarks/convergence_init_ablation.py --seed 0 \\
-        --data-root work_dirs/convergence/data --out-dir work_dirs/init_ablation
+        --benchmark-dir work_dirs/convergence --out-dir work_dirs/init_ablation
 
 Writes ``OUT/seed<seed>/metrics.jsonl`` (epoch, AP, AP50 per epoch).
 """
@@ -28,8 +28,9 @@ CONFIG = REPO / 'configs/convergence/mmdet_conditional_detr_r18_shapes_d256.py'
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--epochs', type=int, default=10)
-    parser.add_argument('--data-root', type=Path, required=True)
+    parser.add_argument('--epochs', type=int, default=30)
+    parser.add_argument('--benchmark-dir', type=Path, required=True,
+                        help="convergence.py's --out-dir: its data/ and pretrain/backbone.pth")
     parser.add_argument('--out-dir', type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -53,8 +54,10 @@ def main() -> None:
     ConditionalDETR.init_weights = official_init
 
     work_dir = (args.out_dir / f'seed{args.seed}').resolve()
-    data_root = str(args.data_root.resolve()) + '/'
+    data_root = str((args.benchmark_dir / 'data').resolve()) + '/'
     cfg = Config.fromfile(str(CONFIG))
+    cfg.model.backbone.init_cfg.checkpoint = str(
+        (args.benchmark_dir / 'pretrain' / 'backbone.pth').resolve())
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = data_root
     for evaluator in ('val_evaluator', 'test_evaluator'):

@@ -9,11 +9,11 @@ from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.logging import MMLogger
-from mmengine.structures import InstanceData
 
 import cdetr_mmdet  # noqa: F401  (registers our modules)
 # Random weights for parity tests (zero-initialised layers would hide bugs).
-from cdetr_mmdet.convert.parity import padded_batch, randomize_  # noqa: F401
+from cdetr_mmdet.convert.parity import (  # noqa: F401
+    add_random_gts, padded_batch, randomize_)
 
 ROOT = Path(__file__).resolve().parents[1]
 MMDET_CDETR_CFG = (Path(__import__('mmdet').__file__).parent / '.mim' /
@@ -65,20 +65,12 @@ def make_batch(sizes: Sequence[Tuple[int, int]] = ((64, 96), (48, 80)),
                seed: int = 0) -> Tuple[torch.Tensor, List[DetDataSample]]:
     """A zero-padded batch of normalised images and their data samples.
 
-    Builds on :func:`cdetr_mmdet.convert.parity.padded_batch` and adds
-    random ``gt_instances`` (xyxy boxes inside each image) and ``img_path``.
+    :func:`cdetr_mmdet.convert.parity.padded_batch` with random
+    ``gt_instances`` (:func:`~cdetr_mmdet.convert.parity.add_random_gts`).
 
     Returns:
         tuple: ``inputs`` (bs, 3, H, W) and the data samples.
     """
     inputs, _, samples = padded_batch(sizes, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    for i, (sample, (h, w), n) in enumerate(zip(samples, sizes, num_gts)):
-        xy = torch.rand(n, 2, generator=gen) * torch.tensor([w * .6, h * .6])
-        wh = (torch.rand(n, 2, generator=gen) * .3 + .1) * torch.tensor(
-            [w, h])
-        sample.set_metainfo(dict(img_path=f'img{i}.png'))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.cat([xy, xy + wh], dim=1),
-            labels=torch.randint(num_classes, (n, ), generator=gen))
+    add_random_gts(samples, num_gts, num_classes, seed=seed + 1)
     return inputs, samples

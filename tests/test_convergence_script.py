@@ -24,6 +24,13 @@ def test_quick_run_writes_results_and_plot_then_resumes(tmp_path):
     result = json.loads((tmp_path / 'convergence.json').read_text())
 
     assert set(result['models']) == set(MODELS)
+    # Every model started from the benchmark's pre-trained backbone.
+    assert (tmp_path / 'pretrain' / 'backbone.pth').is_file()
+    assert result['settings']['pretrain']['epochs'] == 1
+    assert result['pretrain']['settings']['epochs'] == 1 and result['pretrain']['history']
+    for name in MODELS:
+        log = (tmp_path / 'runs' / f'{name}_seed0' / 'train.log').read_text()
+        assert f'Loads checkpoint by local backend from path: {tmp_path}/pretrain/backbone.pth' in log
     for name in MODELS:
         model = result['models'][name]
         assert model['epochs'] == [1, 2]  # --quick: 2 epochs, evaluated after each

@@ -12,6 +12,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 
@@ -79,6 +80,32 @@ def padded_batch(sizes: Sequence[Tuple[int, int]], seed: int = 0,
             pad_shape=(pad_h, pad_w), batch_input_shape=(pad_h, pad_w),
             scale_factor=(scale_factor, scale_factor))))
     return inputs, pixel_mask, samples
+
+
+def add_random_gts(samples: Sequence[DetDataSample], num_gts: Sequence[int],
+                   num_classes: int, seed: int = 0,
+                   device: str = 'cpu') -> None:
+    """Give each data sample random ``gt_instances`` and an ``img_path``.
+
+    Boxes are xyxy pixels inside the sample's ``img_shape``, each side
+    10-40 % of the image's; labels uniform in ``[0, num_classes)``.
+
+    Args:
+        samples (Sequence[DetDataSample]): E.g. from :func:`padded_batch`.
+        num_gts (Sequence[int]): Number of boxes of each sample.
+        num_classes (int): Number of classes.
+        seed (int): Seed of the generator. Defaults to 0.
+        device (str): Device of the boxes and labels. Defaults to 'cpu'.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for i, (sample, n) in enumerate(zip(samples, num_gts)):
+        h, w = sample.img_shape
+        xy = torch.rand(n, 2, generator=generator) * torch.tensor([w * .6, h * .6])
+        wh = (torch.rand(n, 2, generator=generator) * .3 + .1) * torch.tensor([w, h])
+        sample.set_metainfo(dict(img_path=f'img{i}.png'))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + wh], dim=1).to(device),  # (n, 4)
+            labels=torch.randint(num_classes, (n, ), generator=generator).to(device))
 
 
 def detection_differences(scores: Tensor, labels: Tensor, boxes: Tensor,
