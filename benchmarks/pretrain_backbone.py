@@ -143,8 +143,18 @@ def pretrain(config: str, out: Path, settings: Optional[Dict] = None, log=print)
 
     Returns:
         The sidecar dict: settings, per-epoch val metrics, seconds.
+
+    Raises:
+        ValueError: On sizes that would give an empty epoch or split.
     """
     settings = dict(DEFAULTS, **(settings or {}), config=Path(config).name)
+    for key in ('num_train', 'num_val', 'epochs', 'batch_size'):
+        if not isinstance(settings[key], int) or settings[key] < 1:
+            raise ValueError(f'pre-training setting {key!r} must be a positive int, '
+                             f'got {settings[key]!r}')
+    if settings['num_train'] < settings['batch_size']:
+        raise ValueError(f"pre-training needs num_train ({settings['num_train']}) >= batch_size "
+                         f"({settings['batch_size']}): an epoch is num_train // batch_size steps")
     sidecar = Path(str(out) + '.json')
     if out.exists() and sidecar.exists():
         previous = json.loads(sidecar.read_text())

@@ -2,6 +2,7 @@
 import json
 import sys
 
+import pytest
 import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
@@ -15,7 +16,7 @@ CONFIG = ROOT / 'configs' / 'convergence' / 'conditional_detr_r18_shapes_d256.py
 TINY = dict(num_train=32, num_val=8, epochs=1, batch_size=16)
 
 
-def test_labels_match_the_rendered_shapes():
+def test_render_split_is_deterministic_multi_hot_and_has_its_own_seed_stream():
     images, labels = pretrain_backbone.render_split(12, 0, dict(pretrain_backbone.DEFAULTS))
     assert images.shape == (12, 3, 128, 128) and images.dtype == torch.uint8
     assert labels.shape == (12, 4) and set(labels.unique().tolist()) <= {0.0, 1.0}
@@ -58,3 +59,13 @@ def test_pretraining_trains_the_whole_backbone():
     backbone = pretrain_backbone.build_classifier(str(CONFIG)).backbone
     assert all(p.requires_grad for p in backbone.parameters())
     assert backbone.frozen_stages == -1 and backbone.norm_eval is False
+
+
+@pytest.mark.parametrize('bad, message', [
+    (dict(num_train=8, batch_size=16), 'num_train (8) >= batch_size (16)'),
+    (dict(epochs=0), "'epochs' must be a positive int"),
+])
+def test_sizes_that_give_an_empty_epoch_are_refused(tmp_path, bad, message):
+    with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
+        pretrain_backbone.pretrain(str(CONFIG), tmp_path / 'b.pth', dict(TINY, **bad))
+    assert not (tmp_path / 'b.pth').exists()
