@@ -103,6 +103,30 @@ def run_dir(out_dir: Path, model: str, seed: int) -> Path:
 
 
 # ----------------------------------------------------------------------------- one run (child)
+def configure_run(cfg, out_dir: Path, work_dir: Path, seed: int, epochs: int,
+                  eval_interval: int) -> None:
+    """Point a convergence config at the benchmark's files and set the run's schedule, in place.
+
+    Args:
+        cfg (mmengine.Config): A ``configs/convergence/`` config.
+        out_dir: The benchmark's ``--out-dir`` (its ``data/`` and ``pretrain/backbone.pth``).
+        work_dir: The run's work dir.
+        seed: Training seed.
+        epochs: Training epochs.
+        eval_interval: Evaluate every this many epochs.
+    """
+    data_root = str(out_dir / 'data') + '/'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = data_root
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        cfg[evaluator].ann_file = data_root + 'annotations/instances_val.json'
+    cfg.model.backbone.init_cfg.checkpoint = str(backbone_path(out_dir))
+    cfg.work_dir = str(work_dir)
+    cfg.randomness = dict(seed=seed)
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = eval_interval
+
+
 def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
     """Train one (model, seed) with the stock Runner, resuming if a checkpoint exists."""
     import torch
@@ -115,17 +139,8 @@ def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
 
     out_dir = Path(args.out_dir).resolve()
     work_dir = run_dir(out_dir, model, seed)
-    data_root = str(out_dir / 'data') + '/'
     cfg = Config.fromfile(str(CONFIG_DIR / MODELS[model][0]))
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data_root
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator].ann_file = data_root + 'annotations/instances_val.json'
-    cfg.model.backbone.init_cfg.checkpoint = str(backbone_path(out_dir))
-    cfg.work_dir = str(work_dir)
-    cfg.randomness = dict(seed=seed)
-    cfg.train_cfg.max_epochs = args.epochs
-    cfg.train_cfg.val_interval = args.eval_interval
+    configure_run(cfg, out_dir, work_dir, seed, args.epochs, args.eval_interval)
     cfg.resume = True  # from work_dir/last_checkpoint if there is one, else from scratch
     if args.quick:
         cfg.default_hooks.logger.interval = 1

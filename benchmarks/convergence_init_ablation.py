@@ -41,6 +41,8 @@ def main() -> None:
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
+    from convergence import configure_run  # the benchmark's own paths and schedule
+
     mmdet_init = ConditionalDETR.init_weights
 
     def official_init(self) -> None:
@@ -54,17 +56,9 @@ def main() -> None:
     ConditionalDETR.init_weights = official_init
 
     work_dir = (args.out_dir / f'seed{args.seed}').resolve()
-    data_root = str((args.benchmark_dir / 'data').resolve()) + '/'
     cfg = Config.fromfile(str(CONFIG))
-    cfg.model.backbone.init_cfg.checkpoint = str(
-        (args.benchmark_dir / 'pretrain' / 'backbone.pth').resolve())
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data_root
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator].ann_file = data_root + 'annotations/instances_val.json'
-    cfg.work_dir = str(work_dir)
-    cfg.randomness = dict(seed=args.seed)
-    cfg.train_cfg.update(max_epochs=args.epochs, val_interval=1)
+    configure_run(cfg, args.benchmark_dir.resolve(), work_dir, args.seed, args.epochs,
+                  eval_interval=1)
 
     class Recorder(Hook):
         def after_val_epoch(self, runner, metrics=None):
