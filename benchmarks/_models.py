@@ -5,6 +5,7 @@ configs (ours: ``configs/conditional_detr_r50_50e.py``, mmdet's:
 ``conditional-detr_r50_8xb2-50e_coco.py``) with ``backbone.init_cfg=None``.
 """
 import copy
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -16,12 +17,13 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 
-import cdetr_mmdet  # noqa: F401  (registers our modules)
-from cdetr_mmdet.convert.mmdet_format import convert_mmdet_state_dict
-from cdetr_mmdet.convert.parity import add_random_gts, padded_batch
-from cdetr_mmdet.models import CdetrConditionalDETR
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # cdetr_mmdet from a checkout, cdetr_testing
+
+import cdetr_mmdet  # noqa: E402,F401  (registers our modules)
+from cdetr_mmdet.convert import convert_state_dict  # noqa: E402
+from cdetr_mmdet.models import CdetrConditionalDETR  # noqa: E402
+from cdetr_testing import add_random_gts, padded_batch  # noqa: E402
 OURS_CFG = ROOT / 'configs' / 'conditional_detr_r50_50e.py'
 MMDET_CFG = (Path(__import__('mmdet').__file__).parent / '.mim' / 'configs' /
              'conditional_detr' / 'conditional-detr_r50_8xb2-50e_coco.py')
@@ -82,14 +84,13 @@ def load_mmdet_weights(model: torch.nn.Module,
                        state_dict: Dict[str, torch.Tensor]) -> None:
     """Load mmdet ``ConditionalDETR`` weights into ``model`` (strict).
 
-    ``model`` is mmdet's (keys as they are) or ours (keys converted with
-    :func:`convert_mmdet_state_dict`).
+    ``model`` is mmdet's (keys as they are) or ours (keys converted by the
+    checkpoint converter's strict mmdet path).
     """
-    if not isinstance(model, CdetrConditionalDETR):
-        model.load_state_dict(state_dict, strict=True)
-    else:
-        model.load_state_dict(convert_mmdet_state_dict(state_dict),
-                              strict=True)
+    if isinstance(model, CdetrConditionalDETR):
+        state_dict = convert_state_dict(state_dict, 'mmdet', model,
+                                        description='the mmdet weights')
+    model.load_state_dict(state_dict, strict=True)
 
 
 def optim_wrapper_cfg(amp: Optional[str] = None,

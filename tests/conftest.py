@@ -1,5 +1,6 @@
 """Shared fixtures: tiny model configs and padded batches of two images."""
 import copy
+import sys
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -11,11 +12,12 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 import cdetr_mmdet  # noqa: F401  (registers our modules)
-# Random weights for parity tests (zero-initialised layers would hide bugs).
-from cdetr_mmdet.convert.parity import (  # noqa: F401
-    add_random_gts, padded_batch, randomize_)
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # cdetr_testing: scaffolding, not installed
+# Random weights for parity tests (zero-initialised layers would hide bugs).
+from cdetr_testing import (add_random_gts, padded_batch,  # noqa: E402,F401
+                           randomize_)
 MMDET_CDETR_CFG = (Path(__import__('mmdet').__file__).parent / '.mim' /
                    'configs' / 'conditional_detr' /
                    'conditional-detr_r50_8xb2-50e_coco.py')
@@ -65,8 +67,8 @@ def make_batch(sizes: Sequence[Tuple[int, int]] = ((64, 96), (48, 80)),
                seed: int = 0) -> Tuple[torch.Tensor, List[DetDataSample]]:
     """A zero-padded batch of normalised images and their data samples.
 
-    :func:`cdetr_mmdet.convert.parity.padded_batch` with random
-    ``gt_instances`` (:func:`~cdetr_mmdet.convert.parity.add_random_gts`).
+    :func:`cdetr_testing.padded_batch` with random ``gt_instances``
+    (:func:`cdetr_testing.add_random_gts`).
 
     Returns:
         tuple: ``inputs`` (bs, 3, H, W) and the data samples.

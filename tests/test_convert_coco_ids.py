@@ -6,9 +6,9 @@ from mmdet.datasets import CocoDataset
 from cdetr_mmdet.convert.coco_ids import (COCO_CATEGORY_IDS,
                                           NUM_CATEGORY_ID_ROWS,
                                           category_id_class_names,
-                                          expand_to_category_rows,
                                           label_to_category_id,
                                           select_category_rows)
+from cdetr_testing import expand_to_category_rows
 
 CLASSES = CocoDataset.METAINFO['classes']
 

@@ -11,8 +11,8 @@ import torch
 from cdetr_mmdet.checkpoint_safety import UnsafeCheckpointError
 from cdetr_mmdet.convert import (CheckpointMismatchError, build_target_model,
                                  convert_checkpoint, convert_state_dict,
-                                 expand_to_category_rows,
-                                 load_source_state_dict, ours_to_official)
+                                 load_source_state_dict)
+from cdetr_testing import expand_to_category_rows, ours_to_official
 
 SMALL = {
     'model.num_queries': 10, 'model.backbone.depth': 18,

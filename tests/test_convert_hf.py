@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from cdetr_mmdet.convert import (COCO_CATEGORY_IDS, build_target_model,
-                                 convert_checkpoint, detection_differences,
-                                 hf_to_official, padded_batch, randomize_)
+                                 convert_checkpoint, hf_to_official)
+from cdetr_testing import detection_differences, padded_batch, randomize_
 
 transformers = pytest.importorskip('transformers')
 try:  # transformers 5 without torchvision

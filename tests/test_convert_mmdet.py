@@ -23,9 +23,8 @@ from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from cdetr_mmdet.convert import (build_target_model, convert_checkpoint,
-                                 detection_differences, padded_batch,
-                                 randomize_)
+from cdetr_mmdet.convert import build_target_model, convert_checkpoint
+from cdetr_testing import detection_differences, padded_batch, randomize_
 
 MMDET_CONFIG = (Path(mmdet.__file__).parent / '.mim' / 'configs' /
                 'conditional_detr' / 'conditional-detr_r50_8xb2-50e_coco.py')

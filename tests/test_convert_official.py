@@ -19,8 +19,8 @@ from mmengine.runner import load_checkpoint
 
 from cdetr_mmdet.convert import (COCO_CATEGORY_IDS, DEFAULT_CONFIG,
                                  build_target_model, convert_checkpoint,
-                                 convert_state_dict, expand_to_category_rows,
-                                 ours_to_official, randomize_)
+                                 convert_state_dict)
+from cdetr_testing import expand_to_category_rows, ours_to_official, randomize_
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TSV = (Path(__file__).parent / 'data' /

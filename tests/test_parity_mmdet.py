@@ -4,7 +4,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
-from cdetr_mmdet.convert.mmdet_format import convert_mmdet_state_dict
+from cdetr_mmdet.convert import convert_state_dict
 from conftest import MMDET_CDETR_CFG, ROOT, make_batch, randomize_, \
     shrink_model_cfg
 
@@ -23,8 +23,8 @@ def build_pair(num_classes: int = 3):
     theirs = MODELS.build(theirs_cfg)
     ours = MODELS.build(ours_cfg)
     randomize_(theirs, seed=1)
-    ours.load_state_dict(convert_mmdet_state_dict(theirs.state_dict()),
-                         strict=True)
+    ours.load_state_dict(
+        convert_state_dict(theirs.state_dict(), 'mmdet', ours), strict=True)
     return theirs.eval(), ours.eval()
 
 

@@ -6,24 +6,19 @@ See docs/checkpoints.md. The entry point is :func:`convert_checkpoint`
 from .checkpoint_io import (CheckpointMismatchError, check_and_fill,
                             load_source_state_dict, save_checkpoint)
 from .coco_ids import (COCO_CATEGORY_IDS, NUM_CATEGORY_ID_ROWS,
-                       category_id_class_names, expand_to_category_rows,
-                       label_to_category_id, select_category_rows)
+                       category_id_class_names, label_to_category_id,
+                       select_category_rows)
 from .converter import (DEFAULT_CONFIG, SOURCES, build_target_model,
                         convert_checkpoint, convert_state_dict,
                         rename_to_ours)
 from .hf_format import hf_to_official
-from .mmdet_format import convert_mmdet_state_dict, mmdet_to_ours_key
-from .official_format import official_to_ours, ours_to_official
-from .parity import detection_differences, padded_batch, randomize_
+from .official_format import official_to_ours
 
 __all__ = [
     'CheckpointMismatchError', 'check_and_fill', 'load_source_state_dict',
     'save_checkpoint', 'COCO_CATEGORY_IDS', 'NUM_CATEGORY_ID_ROWS',
-    'category_id_class_names', 'expand_to_category_rows',
-    'label_to_category_id', 'select_category_rows', 'DEFAULT_CONFIG',
-    'SOURCES', 'build_target_model', 'convert_checkpoint',
-    'convert_state_dict', 'rename_to_ours', 'hf_to_official',
-    'convert_mmdet_state_dict', 'mmdet_to_ours_key', 'official_to_ours',
-    'ours_to_official', 'detection_differences', 'padded_batch',
-    'randomize_'
+    'category_id_class_names', 'label_to_category_id',
+    'select_category_rows', 'DEFAULT_CONFIG', 'SOURCES',
+    'build_target_model', 'convert_checkpoint', 'convert_state_dict',
+    'rename_to_ours', 'hf_to_official', 'official_to_ours'
 ]

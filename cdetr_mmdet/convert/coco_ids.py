@@ -41,25 +41,6 @@ def select_category_rows(rows: Tensor) -> Tensor:
     return rows[list(COCO_CATEGORY_IDS)].clone()
 
 
-def expand_to_category_rows(rows: Tensor, fill: float = 0.) -> Tensor:
-    """Inverse of :func:`select_category_rows`: 80 label rows -> 91 id rows.
-
-    Args:
-        rows (Tensor): (80, d) or (80,), in mmdet label order.
-        fill (float): Value of the rows no COCO class uses (0 and the gap
-            ids). Defaults to 0.
-
-    Returns:
-        Tensor: (91, d) or (91,), row ``i`` for category id ``i``.
-    """
-    if rows.shape[0] != len(COCO_CATEGORY_IDS):
-        raise ValueError(f'expected {len(COCO_CATEGORY_IDS)} rows in mmdet '
-                         f'label order, got {rows.shape[0]}')
-    out = rows.new_full((NUM_CATEGORY_ID_ROWS, *rows.shape[1:]), fill)
-    out[list(COCO_CATEGORY_IDS)] = rows
-    return out
-
-
 def category_id_class_names(classes: Sequence[str]) -> List[str]:
     """Class names of a 91-row head: ``names[i]`` names category id ``i``.
 

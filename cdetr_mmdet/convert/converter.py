@@ -19,8 +19,8 @@ from .checkpoint_io import (PathLike, check_and_fill, load_source_state_dict,
                             save_checkpoint)
 from .coco_ids import NUM_CATEGORY_ID_ROWS, category_id_class_names
 from .hf_format import hf_to_official
-from .key_rules import Renamed
-from .mmdet_format import mmdet_to_ours_key
+from .key_rules import Renamed, rename
+from .mmdet_format import MMDET_TO_OURS
 from .official_format import official_to_ours
 
 SOURCES = ('official', 'hf', 'mmdet')
@@ -82,10 +82,7 @@ def rename_to_ours(state_dict: Mapping[str, Tensor], source: str,
         if keep_91:
             raise ValueError('keep_91 applies to official and hf sources; '
                              "mmdet's head already has contiguous labels")
-        renamed = Renamed()
-        for key, tensor in state_dict.items():
-            renamed.add(mmdet_to_ours_key(key), tensor, key)
-        return renamed
+        return rename(state_dict, MMDET_TO_OURS)
     raise ValueError(f'unknown source {source!r}; expected one of {SOURCES}')
 
 

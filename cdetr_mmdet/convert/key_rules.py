@@ -8,16 +8,17 @@ keys rather than intermediate ones.
 """
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Pattern, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
 from torch import Tensor
 
-# A rule renames a key prefix; ``{name}`` in a template stands for an integer
-# (a layer index), e.g. ('transformer.decoder.layers.{i}.sa_v_proj.',
-# 'decoder.layers.{i}.self_attn.v_proj.').
-PrefixRule = Tuple[str, str]
-
-_PLACEHOLDER = re.compile(r'\{(\w+)\}')
+# A rule renames the start of a key: (regex matched at the start of the key,
+# replacement of the matched part). The replacement is a ``re`` template
+# (``\1`` for a group) or a callable of the match; the rest of the key is
+# kept. E.g. (r'transformer\.decoder\.layers\.(\d+)\.sa_v_proj\.',
+# r'decoder.layers.\1.self_attn.v_proj.').
+Replacement = Union[str, Callable[[re.Match], str]]
+Rule = Tuple[str, Replacement]
 
 
 @dataclass
@@ -68,41 +69,31 @@ class Renamed:
                            for k, v in later.collisions.items()}})
 
 
-def _compile(template: str) -> Pattern:
-    """'a.{i}.b.' -> ``^a\\.(?P<i>\\d+)\\.b\\.``."""
-    parts = _PLACEHOLDER.split(template)  # literal, name, literal, ...
-    return re.compile('^' + ''.join(
-        re.escape(part) if index % 2 == 0 else rf'(?P<{part}>\d+)'
-        for index, part in enumerate(parts)))
+def rename(state_dict: Mapping[str, Tensor],
+           rules: Sequence[Rule]) -> Renamed:
+    """Rename each key by the first rule whose regex matches its start.
 
-
-def invert(rules: Sequence[PrefixRule]) -> List[PrefixRule]:
-    """Swap the two sides of every rule, keeping their order."""
-    return [(dst, src) for src, dst in rules]
-
-
-def rename_by_prefix(state_dict: Mapping[str, Tensor],
-                     rules: Sequence[PrefixRule]) -> Renamed:
-    """Rename each key by the first rule whose source prefix matches it.
+    Every checkpoint format (official, Hugging Face, mmdet) is one ordered
+    list of rules for this function.
 
     Args:
         state_dict (Mapping[str, Tensor]): Source tensors.
-        rules (Sequence[tuple[str, str]]): (source prefix, new prefix)
-            templates, most specific first.
+        rules (Sequence[tuple[str, str | Callable]]): (regex, replacement)
+            pairs, most specific first.
 
     Returns:
         Renamed: The renamed tensors; keys no rule matches are ``unmapped``.
     """
-    compiled = [(_compile(src), dst) for src, dst in rules]
+    compiled = [(re.compile(pattern), replace) for pattern, replace in rules]
     renamed = Renamed()
     for key, tensor in state_dict.items():
-        for pattern, dst in compiled:
+        for pattern, replace in compiled:
             match = pattern.match(key)
             if match:
-                renamed.add(dst.format(**match.groupdict()) +
-                            key[match.end():], tensor, key)
+                head = (replace(match) if callable(replace) else
+                        match.expand(replace))
+                renamed.add(head + key[match.end():], tensor, key)
                 break
         else:
             renamed.unmapped[key] = 'no mapping rule'
     return renamed
-
