@@ -1,5 +1,6 @@
-"""Tests for the synthetic shapes dataset: determinism, COCO validity, counts, caching and the CLI."""
+"""The synthetic shapes dataset: determinism, COCO validity, counts, caching and the CLI."""
 import dataclasses
+import hashlib
 import json
 import math
 import subprocess
@@ -14,12 +15,24 @@ import pytest
 from cdetr_mmdet.data import CLASSES, PRESETS, ensure_dataset, generate_dataset, render_image
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL: Dict[str, Any] = dict(num_train=12, num_val=5, img_size=64, min_objects=1, max_objects=3, seed=7)
+SMALL: Dict[str, Any] = dict(num_train=12, num_val=5, img_size=64, min_objects=1, max_objects=3,
+                             seed=7)
+# sha256 of the annotation JSON and decoded pixels of two small datasets, as written by the
+# generator of GENERATOR_VERSION 1 before its clean-up (issue 10). A change to the drawing must
+# bump GENERATOR_VERSION (so cached datasets are redrawn) and these digests.
+PINNED = {
+    'easy': (dict(num_train=6, num_val=2, img_size=64, seed=11),
+             'a2a132a3372891f91aaf4da81271b4d7aa45fe59d072c268a95793630fdc5324'),
+    'hard': (dict(num_train=6, num_val=2, img_size=(40, 72), seed=12, difficulty='hard',
+                  min_objects=2, max_objects=4, empty_fraction=0.25),
+             '6b41c26ed4647e13ef7ce72e8d41b443f28ecdcbb4af147be19302a9d0c1523b'),
+}
 
 
 def _files(root: Path) -> Dict[str, bytes]:
     """Every file under root, keyed by relative path."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob('*')) if p.is_file()}
 
 
 def _load(root: Path, split: str) -> Dict[str, Any]:
@@ -30,8 +43,21 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
     generate_dataset(tmp_path / 'a', **SMALL)
     generate_dataset(tmp_path / 'b', **SMALL)
     a, b = _files(tmp_path / 'a'), _files(tmp_path / 'b')
-    assert len([name for name in a if name.endswith('.png')]) == SMALL['num_train'] + SMALL['num_val']
+    num_png = len([name for name in a if name.endswith('.png')])
+    assert num_png == SMALL['num_train'] + SMALL['num_val']
     assert a == b
+
+
+@pytest.mark.parametrize('name', sorted(PINNED))
+def test_output_is_pinned(tmp_path: Path, name: str) -> None:
+    settings, expected = PINNED[name]
+    generate_dataset(tmp_path, **settings)
+    digest = hashlib.sha256()
+    for split in ('train', 'val'):
+        digest.update((tmp_path / 'annotations' / f'instances_{split}.json').read_bytes())
+        for png in sorted((tmp_path / split).glob('*.png')):  # pixels, not zlib's bytes
+            digest.update(cv2.imread(str(png), cv2.IMREAD_UNCHANGED).tobytes())
+    assert digest.hexdigest() == expected
 
 
 def test_different_seed_gives_different_data(tmp_path: Path) -> None:
@@ -40,7 +66,8 @@ def test_different_seed_gives_different_data(tmp_path: Path) -> None:
     a, b = _files(tmp_path / 'a'), _files(tmp_path / 'b')
     assert a.keys() == b.keys()
     assert all(a[name] != b[name] for name in a if name.endswith('.png'))
-    assert _load(tmp_path / 'a', 'train')['annotations'] != _load(tmp_path / 'b', 'train')['annotations']
+    assert (_load(tmp_path / 'a', 'train')['annotations'] !=
+            _load(tmp_path / 'b', 'train')['annotations'])
 
 
 @pytest.mark.parametrize('difficulty', sorted(PRESETS))
@@ -57,7 +84,8 @@ def test_counts_and_boxes(tmp_path: Path, difficulty: str) -> None:
         per_image = {img['id']: 0 for img in coco['images']}
         sizes = {img['id']: (img['width'], img['height']) for img in coco['images']}
         for img in coco['images']:
-            assert cv2.imread(str(tmp_path / split / img['file_name'])).shape == (img['height'], img['width'], 3)
+            shape = cv2.imread(str(tmp_path / split / img['file_name'])).shape
+            assert shape == (img['height'], img['width'], 3)
             assert 48 <= img['width'] <= 80 and 48 <= img['height'] <= 80
         for ann in coco['annotations']:
             per_image[ann['image_id']] += 1
@@ -68,14 +96,15 @@ def test_counts_and_boxes(tmp_path: Path, difficulty: str) -> None:
             assert 0 < ann['area'] <= w * h and ann['iscrowd'] == 0
             assert 1 <= ann['category_id'] <= len(CLASSES)
         num_empty = math.floor(kwargs['empty_fraction'] * num + 0.5)  # 4 of 40, 1 of 9
-        assert sum(n == 0 for n in per_image.values()) == num_empty == result['counts'][split]['empty_images']
+        assert (sum(n == 0 for n in per_image.values()) == num_empty ==
+                result['counts'][split]['empty_images'])
         assert all(2 <= n <= 4 for n in per_image.values() if n)
         assert len({a['id'] for a in coco['annotations']}) == len(coco['annotations'])
 
 
 @pytest.mark.parametrize('max_occluded_frac', [0.0, 0.5])
 def test_occlusion_limit(max_occluded_frac: float) -> None:
-    # Flat background and no noise: every non-background pixel belongs to exactly one visible shape.
+    # Flat background, no noise: every non-background pixel belongs to exactly one visible shape.
     style = dataclasses.replace(PRESETS['easy'], noise_std=0.0, texture_amp=0.0,
                                 max_occluded_frac=max_occluded_frac)
     for index in range(20):
@@ -107,8 +136,10 @@ def test_mmdet_coco_dataset_loads(tmp_path: Path) -> None:
     assert result['counts']['train']['empty_images'] == 5
     for split in ('train', 'val'):
         dataset = CocoDataset(metainfo=dict(classes=CLASSES), data_root=str(tmp_path),
-                              ann_file=f'annotations/instances_{split}.json', data_prefix=dict(img=f'{split}/'),
-                              filter_cfg=dict(filter_empty_gt=False), pipeline=[], test_mode=False)
+                              ann_file=f'annotations/instances_{split}.json',
+                              data_prefix=dict(img=f'{split}/'),
+                              filter_cfg=dict(filter_empty_gt=False), pipeline=[],
+                              test_mode=False)
         assert len(dataset) == result['counts'][split]['images']
         coco = _load(tmp_path, split)
         info = dataset[0]
@@ -158,8 +189,12 @@ def test_cli(tmp_path: Path) -> None:
            '--num-train', '4', '--num-val', '2', '--img-size', '64', '--seed', '1']
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout)['counts']['train']['images'] == 4
-    assert len(list((out / 'train').glob('*.png'))) == 4 and len(list((out / 'val').glob('*.png'))) == 2
+    assert len(list((out / 'train').glob('*.png'))) == 4
+    assert len(list((out / 'val').glob('*.png'))) == 2
     generate_dataset(tmp_path / 'api', num_train=4, num_val=2, img_size=64, seed=1)
     assert _files(out) == _files(tmp_path / 'api')  # the CLI adds nothing to the library's output
-    bad = subprocess.run(cmd + ['--min-objects', '3', '--max-objects', '1'], capture_output=True, text=True)
-    assert bad.returncode != 0 and 'max_objects' in bad.stderr
+    bad = subprocess.run(cmd + ['--min-objects', '3', '--max-objects', '1'], capture_output=True,
+                         text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == 'error: min_objects (3) must be <= max_objects (1)'
+    assert _files(out) == _files(tmp_path / 'api')  # refused before touching the dataset
