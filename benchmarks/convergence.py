@@ -32,7 +32,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+
+from mmengine.hooks import Hook
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # pretrain_backbone
@@ -127,6 +129,27 @@ def configure_run(cfg, out_dir: Path, work_dir: Path, seed: int, epochs: int,
     cfg.train_cfg.val_interval = eval_interval
 
 
+class MetricsRecorder(Hook):
+    """Appends the epoch, cumulative train seconds and ``METRICS`` after each evaluation.
+
+    One JSON row per line of ``path`` (read back by :func:`read_rows`).
+
+    Args:
+        path: The run's ``metrics.jsonl``.
+        previous_s: Train seconds of earlier invocations of a resumed run.
+    """
+
+    def __init__(self, path: Path, previous_s: float = 0.0):
+        self.path, self.previous_s, self.start = path, previous_s, time.perf_counter()
+
+    def after_val_epoch(self, runner, metrics=None):
+        row = dict(epoch=runner.epoch,
+                   train_s=round(self.previous_s + time.perf_counter() - self.start, 1),
+                   **{k: float(metrics[v]) for k, v in METRICS.items()})
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(row) + '\n')
+
+
 def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
     """Train one (model, seed) with the stock Runner, resuming if a checkpoint exists."""
     import torch
@@ -134,7 +157,6 @@ def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
     sys.path.insert(0, str(REPO))
     import cdetr_mmdet  # noqa: F401  (our modules, safe globals for resume)
     from mmengine.config import Config
-    from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
     out_dir = Path(args.out_dir).resolve()
@@ -146,23 +168,9 @@ def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
         cfg.default_hooks.logger.interval = 1
 
     metrics_file = work_dir / 'metrics.jsonl'
-
-    class MetricsRecorder(Hook):
-        """Appends the epoch, metrics and cumulative train seconds after each evaluation."""
-
-        def __init__(self, previous_s: float):
-            self.previous_s, self.start = previous_s, time.perf_counter()
-
-        def after_val_epoch(self, runner, metrics=None):
-            row = dict(epoch=runner.epoch,
-                       train_s=round(self.previous_s + time.perf_counter() - self.start, 1),
-                       **{k: float(metrics[v]) for k, v in METRICS.items()})
-            with open(metrics_file, 'a') as f:
-                f.write(json.dumps(row) + '\n')
-
     rows = read_rows(metrics_file)
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(MetricsRecorder(rows[-1]['train_s'] if rows else 0.0))
+    runner.register_hook(MetricsRecorder(metrics_file, rows[-1]['train_s'] if rows else 0.0))
     runner.train()
     (work_dir / 'done.json').write_text(json.dumps(settings(args)))
 
@@ -195,8 +203,8 @@ def launch(args: argparse.Namespace, model: str, seed: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
 
 
-def run_all(args: argparse.Namespace) -> float:
-    """Train every missing (model, seed), ``args.jobs`` at a time; returns the wall seconds."""
+def pending_runs(args: argparse.Namespace) -> List[Tuple[str, int]]:
+    """The (model, seed) runs still to train, seed-major; clears runs made with other data."""
     out_dir = Path(args.out_dir).resolve()
     todo = []
     for seed in args.seeds:  # seed-major: an early stop leaves complete seeds
@@ -216,6 +224,13 @@ def run_all(args: argparse.Namespace) -> float:
                 else:  # a longer schedule: resume from the last checkpoint
                     done.unlink()
             todo.append((model, seed))
+    return todo
+
+
+def run_all(args: argparse.Namespace) -> float:
+    """Train every missing (model, seed), ``args.jobs`` at a time; returns the wall seconds."""
+    out_dir = Path(args.out_dir).resolve()
+    todo = pending_runs(args)
     start = time.perf_counter()
     running = []
     while todo or running:

@@ -11,12 +11,13 @@ model in the convergence benchmark comes from initialisation alone.
     python benchmarks/convergence_init_ablation.py --seed 0 \\
         --benchmark-dir work_dirs/convergence --out-dir work_dirs/init_ablation
 
-Writes ``OUT/seed<seed>/metrics.jsonl`` (epoch, AP, AP50 per epoch).
+Writes ``OUT/seed<seed>/metrics.jsonl`` with the convergence benchmark's own
+``MetricsRecorder`` (per epoch: cumulative train seconds, AP, AP50, AP75).
 """
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -25,24 +26,19 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs/convergence/mmdet_conditional_detr_r18_shapes_d256.py'
 
 
-def main() -> None:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--epochs', type=int, default=30)
     parser.add_argument('--benchmark-dir', type=Path, required=True,
                         help="convergence.py's --out-dir: its data/ and pretrain/backbone.pth")
     parser.add_argument('--out-dir', type=Path, required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    sys.path.insert(0, str(REPO))
-    import cdetr_mmdet  # noqa: F401
+    return parser.parse_args(argv)
+
+
+def use_official_init() -> None:
+    """Make mmdet's ``ConditionalDETR.init_weights`` end as the official code's init does."""
     from mmdet.models import ConditionalDETR
-    from mmengine.config import Config
-    from mmengine.hooks import Hook
-    from mmengine.runner import Runner
-
-    from convergence import configure_run  # the benchmark's own paths and schedule
-
     mmdet_init = ConditionalDETR.init_weights
 
     def official_init(self) -> None:
@@ -55,20 +51,25 @@ def main() -> None:
 
     ConditionalDETR.init_weights = official_init
 
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(REPO))
+    import cdetr_mmdet  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    # The benchmark's own paths, schedule and metrics hook.
+    from convergence import MetricsRecorder, configure_run
+
+    use_official_init()
     work_dir = (args.out_dir / f'seed{args.seed}').resolve()
     cfg = Config.fromfile(str(CONFIG))
     configure_run(cfg, args.benchmark_dir.resolve(), work_dir, args.seed, args.epochs,
                   eval_interval=1)
-
-    class Recorder(Hook):
-        def after_val_epoch(self, runner, metrics=None):
-            with open(work_dir / 'metrics.jsonl', 'a') as f:
-                f.write(json.dumps(dict(
-                    epoch=runner.epoch, AP=float(metrics['coco/bbox_mAP']),
-                    AP50=float(metrics['coco/bbox_mAP_50']))) + '\n')
-
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(Recorder())
+    runner.register_hook(MetricsRecorder(work_dir / 'metrics.jsonl'))
     runner.train()
 
 

@@ -132,6 +132,45 @@ def evaluate(model: Classifier, images: Tensor, labels: Tensor) -> Dict[str, flo
     return dict(val_bce=round(loss, 4), val_label_acc=round(acc, 4))
 
 
+def check_settings(settings: Dict) -> None:
+    """ValueError, naming the setting, on sizes that would give an empty epoch or split."""
+    for key in ('num_train', 'num_val', 'epochs', 'batch_size'):
+        if not isinstance(settings[key], int) or settings[key] < 1:
+            raise ValueError(f'pre-training setting {key!r} must be a positive int, '
+                             f'got {settings[key]!r}')
+    if settings['num_train'] < settings['batch_size']:
+        raise ValueError(f"pre-training needs num_train ({settings['num_train']}) >= batch_size "
+                         f"({settings['batch_size']}): an epoch is num_train // batch_size steps")
+
+
+def train_epoch(model: Classifier, optimizer: torch.optim.Optimizer, scheduler,
+                images: Tensor, labels: Tensor, batch_size: int,
+                generator: torch.Generator) -> float:
+    """One pass over shuffled, randomly flipped batches; returns the last batch's BCE."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator)
+    for i in range(len(images) // batch_size):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        batch = images[idx]
+        flip = torch.rand(len(idx), generator=generator) < 0.5  # the detector's RandomFlip
+        batch[flip] = batch[flip].flip(-1)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(batch), labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    return loss.item()
+
+
+def save_backbone(model: Classifier, out: Path) -> None:
+    """Write ``{'state_dict': backbone weights}`` atomically (a crash leaves no half file)."""
+    state = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
+    tmp = out.with_name(out.name + '.tmp')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'state_dict': state}, tmp)
+    os.replace(tmp, out)
+
+
 def pretrain(config: str, out: Path, settings: Optional[Dict] = None, log=print) -> Dict:
     """Pre-train the backbone of ``config`` unless ``out`` holds one with these settings.
 
@@ -148,13 +187,7 @@ def pretrain(config: str, out: Path, settings: Optional[Dict] = None, log=print)
         ValueError: On sizes that would give an empty epoch or split.
     """
     settings = dict(DEFAULTS, **(settings or {}), config=Path(config).name)
-    for key in ('num_train', 'num_val', 'epochs', 'batch_size'):
-        if not isinstance(settings[key], int) or settings[key] < 1:
-            raise ValueError(f'pre-training setting {key!r} must be a positive int, '
-                             f'got {settings[key]!r}')
-    if settings['num_train'] < settings['batch_size']:
-        raise ValueError(f"pre-training needs num_train ({settings['num_train']}) >= batch_size "
-                         f"({settings['batch_size']}): an epoch is num_train // batch_size steps")
+    check_settings(settings)
     sidecar = Path(str(out) + '.json')
     if out.exists() and sidecar.exists():
         previous = json.loads(sidecar.read_text())
@@ -176,27 +209,13 @@ def pretrain(config: str, out: Path, settings: Optional[Dict] = None, log=print)
     generator = torch.Generator().manual_seed(settings['seed'])
     history = []
     for epoch in range(1, settings['epochs'] + 1):
-        model.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        for i in range(len(train_x) // settings['batch_size']):
-            idx = order[i * settings['batch_size']:(i + 1) * settings['batch_size']]
-            images = train_x[idx]
-            flip = torch.rand(len(idx), generator=generator) < 0.5  # the detector's RandomFlip
-            images[flip] = images[flip].flip(-1)
-            loss = nn.functional.binary_cross_entropy_with_logits(model(images), train_y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        history.append(dict(epoch=epoch, train_bce=round(loss.item(), 4),
+        loss = train_epoch(model, optimizer, scheduler, train_x, train_y,
+                           settings['batch_size'], generator)
+        history.append(dict(epoch=epoch, train_bce=round(loss, 4),
                             **evaluate(model, val_x, val_y),
                             seconds=round(time.perf_counter() - start, 1)))
         log(f'[pretrain] {history[-1]}')
-    state = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
-    tmp = out.with_name(out.name + '.tmp')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'state_dict': state}, tmp)
-    os.replace(tmp, out)
+    save_backbone(model, out)
     result = dict(settings=settings, history=history, seconds=round(time.perf_counter() - start, 1))
     sidecar.write_text(json.dumps(result, indent=1))
     return result

@@ -90,6 +90,27 @@ def test_import_order_and_no_name_clash(order):
     assert out.stdout.strip() == 'ok'
 
 
-def test_no_forced_registration_in_package():
-    sources = [p.read_text() for p in (ROOT / 'cdetr_mmdet').rglob('*.py')]
-    assert not any('force=True' in s for s in sources)
+REGISTRY_SNAPSHOT = r"""
+import mmdet.registry, mmengine.registry
+from mmdet.utils import register_all_modules
+from mmengine.registry import Registry
+register_all_modules(init_default_scope=False)
+registries = {f'{m.__name__}.{n}': r for m in (mmdet.registry, mmengine.registry)
+              for n, r in vars(m).items() if isinstance(r, Registry)}
+before = {k: dict(r.module_dict) for k, r in registries.items()}
+import cdetr_mmdet
+changed = [f'{k}.{n}' for k, r in registries.items() for n, c in before[k].items()
+           if r.module_dict.get(n) is not c]
+added = sorted(n for k, r in registries.items() for n in r.module_dict if n not in before[k])
+assert changed == [], f're-bound (force=True?): {changed}'
+assert 'CdetrConditionalDETR' in added, added
+assert all(name.startswith('Cdetr') for name in added), added
+print('ok')
+"""
+
+
+def test_registration_adds_cdetr_names_and_overrides_nothing():
+    out = subprocess.run([sys.executable, '-c', REGISTRY_SNAPSHOT], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == 'ok'
