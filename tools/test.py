@@ -3,8 +3,6 @@
     python tools/test.py CONFIG CHECKPOINT [--out results.pkl] [--show-dir DIR]
 """
 import argparse
-import os
-import os.path as osp
 import warnings
 from copy import deepcopy
 
@@ -13,11 +11,11 @@ from mmdet.evaluation import DumpDetResults
 from mmdet.registry import RUNNERS
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine import ConfigDict
-from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import cdetr_mmdet  # noqa: F401  (registers our modules and safe globals)
-from cdetr_mmdet.engine import setup_cpu_distributed
+from cdetr_mmdet.engine import (add_run_arguments, load_run_config,
+                                parse_run_args)
 
 
 def parse_args():
@@ -42,28 +40,9 @@ def parse_args():
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
         '--tta', action='store_true', help='enable test-time augmentation')
-    # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_run_arguments(parser)
+    return parse_run_args(parser)
 
 
 def add_tta(cfg):
@@ -108,19 +87,8 @@ def main():
     # Reduce the number of repeated compilations and improve testing speed.
     setup_cache_size_limit_of_dynamo()
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    # mmengine's own init needs CUDA; on CPU use gloo and a CPU DDP wrapper.
-    setup_cpu_distributed(cfg, args.launcher)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir is determined in this priority: CLI > config > config filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options,
+                          args.work_dir)
 
     cfg.load_from = args.checkpoint
 

@@ -3,17 +3,15 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
 """
 import argparse
-import os
-import os.path as osp
 
 import torch
 from mmdet.utils import setup_cache_size_limit_of_dynamo
-from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import cdetr_mmdet  # noqa: F401  (registers our modules and safe globals)
-from cdetr_mmdet.engine import setup_cpu_distributed
+from cdetr_mmdet.engine import (add_run_arguments, load_run_config,
+                                parse_run_args)
 
 
 def parse_args():
@@ -37,27 +35,8 @@ def parse_args():
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_run_arguments(parser)
+    return parse_run_args(parser)
 
 
 def main():
@@ -66,19 +45,8 @@ def main():
     # Reduce the number of repeated compilations and improve training speed.
     setup_cache_size_limit_of_dynamo()
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    # mmengine's own init needs CUDA; on CPU use gloo and a CPU DDP wrapper.
-    setup_cpu_distributed(cfg, args.launcher)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir is determined in this priority: CLI > config > config filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options,
+                          args.work_dir)
 
     if args.amp and torch.cuda.is_available():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
