@@ -1,7 +1,6 @@
 # Convergence benchmark: mmdet's built-in DETR. Everything but the
 # transformer, head, loss and matcher comes from our Conditional DETR config.
 _base_ = ['conditional_detr_r18_shapes_d256.py']
-custom_imports = dict(imports=['cdetr_mmdet'], allow_failed_imports=False)
 
 attn_cfg = dict(embed_dims=256, num_heads=8, dropout=0.0, batch_first=True)
 ffn_cfg = dict(

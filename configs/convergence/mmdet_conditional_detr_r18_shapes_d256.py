@@ -2,7 +2,6 @@
 # Everything but the transformer, head, loss and matcher comes from our
 # Conditional DETR config.
 _base_ = ['conditional_detr_r18_shapes_d256.py']
-custom_imports = dict(imports=['cdetr_mmdet'], allow_failed_imports=False)
 
 ffn_cfg = dict(
     embed_dims=256,

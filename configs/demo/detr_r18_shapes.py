@@ -1,7 +1,6 @@
 # mmdet's built-in DETR with the same backbone, size, data and schedule as
 # conditional_detr_r18_shapes.py: the twin for a convergence comparison.
-_base_ = ['_base_/shapes_r18.py']
-custom_imports = dict(imports=['cdetr_mmdet'], allow_failed_imports=False)
+_base_ = ['conditional_detr_r18_shapes.py']
 
 embed_dims = 128
 attn_cfg = dict(
@@ -15,15 +14,18 @@ ffn_cfg = dict(
 model = dict(
     type='DETR',
     encoder=dict(  # DetrTransformerEncoder
+        _delete_=True,
         num_layers=2,
         layer_cfg=dict(self_attn_cfg=attn_cfg, ffn_cfg=ffn_cfg)),
     decoder=dict(  # DetrTransformerDecoder
+        _delete_=True,
         num_layers=2,
         layer_cfg=dict(
             self_attn_cfg=attn_cfg, cross_attn_cfg=attn_cfg,
             ffn_cfg=ffn_cfg),
         return_intermediate=True),
     bbox_head=dict(
+        _delete_=True,
         type='DETRHead',
         num_classes=4,
         embed_dims=embed_dims,
@@ -36,6 +38,7 @@ model = dict(
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
         loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
     train_cfg=dict(
+        _delete_=True,
         assigner=dict(
             type='HungarianAssigner',
             match_costs=[
@@ -44,4 +47,4 @@ model = dict(
                 dict(type='IoUCost', iou_mode='giou', weight=2.0)
             ])),
     # DETRHead takes the top-k queries: k must not exceed num_queries (20).
-    test_cfg=dict(max_per_img=20))
+    test_cfg=dict(_delete_=True, max_per_img=20))
