@@ -65,9 +65,13 @@ def test_box_decoding_formula():
 
 def test_image_without_objects_has_class_loss_only():
     head = build_head()
-    losses = head.loss(torch.randn(2, 1, 4, 32), torch.rand(1, 4, 2),
-                       [sample(40, 60)])
-    assert losses['loss_cls'] > 0 and losses['d0.loss_cls'] > 0
+    hidden = torch.randn(2, 1, 4, 32)
+    losses = head.loss(hidden, torch.rand(1, 4, 2), [sample(40, 60)])
+    logits = head.fc_cls(hidden)  # every query a negative; num_boxes 1
+    for key, layer in (('d0.loss_cls', 0), ('loss_cls', 1)):
+        torch.testing.assert_close(losses[key], 2 * 4 * (
+            official_sigmoid_focal_loss(logits[layer],
+                                        torch.zeros_like(logits[layer]), 1)))
     for key in ('loss_bbox', 'loss_iou', 'd0.loss_bbox', 'd0.loss_iou'):
         assert losses[key] == 0
     sum(losses.values()).backward()
