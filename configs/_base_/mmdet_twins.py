@@ -9,7 +9,8 @@ box_costs = [
     dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
     dict(type='IoUCost', iou_mode='giou', weight=2.0)
 ]
-ffn_cfg = dict(num_fcs=2, ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True))
+ffn_cfg = dict(
+    num_fcs=2, ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True))
 
 detr_head = dict(
     type='DETRHead',
