@@ -44,6 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _models  # noqa: E402
+from cdetr_mmdet.models import CdetrConditionalDETR  # noqa: E402
 
 STAGES = ('backbone+neck', 'encoder', 'decoder', 'head+loss', 'matcher',
           'optimizer')
@@ -140,7 +141,9 @@ class Variant:
         """Time each stage (forward + backward) on detached inputs."""
         model, times = self.model, {}
         model.train()
-        assigner = model.bbox_head.assigner
+        # Ours holds a matcher (``match``), mmdet's head an assigner.
+        assigner = getattr(model.bbox_head, 'matcher', None) or \
+            model.bbox_head.assigner
         method = 'match' if hasattr(assigner, 'match') else 'assign'
         original = getattr(assigner, method)
         matcher_time = [0.]
@@ -170,21 +173,38 @@ class Variant:
             sum(f.float().sum() for f in feats).backward()
             return feats
 
+        # Ours passes explicit arguments between its steps, mmdet's dicts.
+        ours = isinstance(model, CdetrConditionalDETR)
+
         def encoder():
             with self.autocast():
-                enc_in, dec_in = model.pre_transformer(
-                    tuple(detach(f) for f in feats), self.samples)
-                enc_out = model.forward_encoder(**enc_in)
+                if ours:
+                    feat, mask, pos = model.pre_transformer(
+                        detach(feats[-1]), self.samples)
+                    enc_out = dict(memory=model.forward_encoder(
+                        feat, mask, pos))
+                    dec_in = dict(memory_mask=mask, memory_pos=pos)
+                else:
+                    enc_in, dec_in = model.pre_transformer(
+                        tuple(detach(f) for f in feats), self.samples)
+                    enc_out = model.forward_encoder(**enc_in)
             enc_out['memory'].float().sum().backward()
             return enc_out, dec_in
 
         def decoder():
+            memory = detach(enc_out['memory'])
             with self.autocast():
-                tmp_dec_in, head_in = model.pre_decoder(
-                    **{k: detach(v) if k == 'memory' else v
-                       for k, v in enc_out.items()})
-                dec_in.update(tmp_dec_in)
-                head_in.update(model.forward_decoder(**dec_in))
+                if ours:
+                    query, query_pos = model.pre_decoder(memory.shape[0])
+                    hidden_states, references = model.forward_decoder(
+                        query, query_pos, memory, dec_in['memory_mask'],
+                        dec_in['memory_pos'])
+                    head_in = dict(hidden_states=hidden_states,
+                                   references=references)
+                else:
+                    tmp_dec_in, head_in = model.pre_decoder(memory=memory)
+                    dec_in.update(tmp_dec_in)
+                    head_in.update(model.forward_decoder(**dec_in))
             sum(v.float().sum() for v in head_in.values()).backward()
             return head_in
 

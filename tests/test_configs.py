@@ -1,6 +1,8 @@
-"""Every config loads, stays within two _base_ levels, and builds."""
+"""Every config loads, stays within two _base_ levels, builds, and holds the
+values its role requires (classes, schedule, runtime)."""
 import ast
 from pathlib import Path
+from typing import List
 
 import pytest
 from mmdet.registry import MODELS
@@ -10,52 +12,95 @@ from conftest import ROOT
 
 CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py')
                  if '_base_' not in p.parts)
+PAPER_SCHEDULES = {50: 40, 75: 60, 108: 80}  # epochs: lr drop (paper 4.1)
+BACKBONES = {'r50': (50, 'ResNet'), 'r50_dc5': (50, 'CdetrDC5ResNet'),
+             'r101': (101, 'ResNet'), 'r101_dc5': (101, 'CdetrDC5ResNet')}
 
 
-def base_depth(path: Path) -> int:
-    """Longest chain of local _base_ files (mmdet:: bases count as one)."""
-    tree = ast.parse(path.read_text())
-    bases = []
-    for node in tree.body:
+def local_bases(path: Path) -> List[Path]:
+    """The _base_ files named by ``path`` (mmdet:: bases left out)."""
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(
                 getattr(t, 'id', None) == '_base_' for t in node.targets):
             value = ast.literal_eval(node.value)
             bases = [value] if isinstance(value, str) else list(value)
-    depths = [0]
-    for base in bases:
-        if '::' in base:
-            depths.append(1)
-        else:
-            depths.append(1 + base_depth((path.parent / base).resolve()))
-    return max(depths)
+            return [(path.parent / b).resolve() for b in bases
+                    if '::' not in b]
+    return []
+
+
+def base_depth(path: Path) -> int:
+    """Longest chain of local _base_ files."""
+    return max([0] + [1 + base_depth(b) for b in local_bases(path)])
+
+
+def chain(path: Path) -> List[Path]:
+    """``path`` and every file it inherits from."""
+    return [path] + [p for b in local_bases(path) for p in chain(b)]
+
+
+def assigns(path: Path, name: str) -> bool:
+    return any(isinstance(n, ast.Assign) and any(
+        getattr(t, 'id', None) == name for t in n.targets)
+        for n in ast.parse(path.read_text()).body)
+
+
+def expected_num_classes(path: Path, cfg: Config) -> int:
+    if path.parent.name in ('demo', 'convergence'):
+        return 4  # the synthetic shapes
+    if path.parent.name == 'examples':
+        return len(cfg.classes)
+    return 80  # COCO
 
 
 def test_the_expected_configs_exist():
     names = {p.name for p in CONFIGS}
-    for backbone in ('r50', 'r50_dc5', 'r101', 'r101_dc5'):
-        for epochs in ('50e', '108e'):
-            assert f'conditional_detr_{backbone}_{epochs}.py' in names
+    for backbone in BACKBONES:
+        for epochs in PAPER_SCHEDULES:
+            assert f'conditional_detr_{backbone}_{epochs}e.py' in names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
 def test_config_loads_and_builds(path):
     assert base_depth(path) <= 2
+    files = chain(path)
+    runtime = ROOT / 'configs' / '_base_' / 'default_runtime.py'
+    assert runtime in files, f'{path} does not inherit {runtime}'
+    assert [f.name for f in files if assigns(f, 'custom_imports')] == [
+        'default_runtime.py']
     cfg = Config.fromfile(str(path))
     assert cfg.custom_imports.imports == ['cdetr_mmdet']
+    # The runtime's hooks reach every config.
+    assert dict(type='NumClassCheckHook') in cfg.custom_hooks
+    assert cfg.default_hooks.checkpoint.backend_args == dict(
+        backend='cdetr_atomic_local')
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
-    assert model.bbox_head.num_classes > 0
+    assert model.bbox_head.num_classes == expected_num_classes(path, cfg)
+    dataset_classes = cfg.train_dataloader.dataset.get('metainfo', {}).get(
+        'classes')
+    if dataset_classes is not None:
+        assert len(dataset_classes) == model.bbox_head.num_classes
 
 
-def test_dc5_and_schedules():
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('epochs', PAPER_SCHEDULES)
+def test_coco_configs_follow_the_paper(backbone, epochs):
     cfg = Config.fromfile(str(ROOT / 'configs' /
-                              'conditional_detr_r101_dc5_108e.py'))
-    assert cfg.model.backbone.depth == 101
-    assert cfg.model.backbone.type == 'CdetrDC5ResNet'
-    assert cfg.train_cfg.max_epochs == 108
-    assert cfg.param_scheduler[0].milestones == [80]
-    r50 = Config.fromfile(str(ROOT / 'configs' / 'conditional_detr_r50_50e.py'))
-    assert r50.train_cfg.max_epochs == 50
-    assert r50.param_scheduler[0].milestones == [40]
-    assert r50.optim_wrapper.clip_grad.max_norm == 0.1
-    assert r50.data_root == 'data/coco/'
+                              f'conditional_detr_{backbone}_{epochs}e.py'))
+    depth, backbone_type = BACKBONES[backbone]
+    assert (cfg.model.backbone.depth,
+            cfg.model.backbone.type) == (depth, backbone_type)
+    assert cfg.model.backbone.init_cfg.checkpoint == (
+        f'torchvision://resnet{depth}')
+    assert cfg.train_cfg.max_epochs == epochs
+    assert len(cfg.param_scheduler) == 1
+    assert cfg.param_scheduler[0].end == epochs
+    assert cfg.param_scheduler[0].milestones == [PAPER_SCHEDULES[epochs]]
+    assert cfg.optim_wrapper.optimizer.lr == 1e-4
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == .1
+    assert cfg.optim_wrapper.clip_grad.max_norm == 0.1
+    dc5 = backbone.endswith('dc5')  # 8 GPUs x 1 image, else 8 x 2
+    assert cfg.train_dataloader.batch_size == (1 if dc5 else 2)
+    assert cfg.auto_scale_lr.base_batch_size == (8 if dc5 else 16)
+    assert cfg.data_root == 'data/coco/'

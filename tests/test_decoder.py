@@ -1,6 +1,7 @@
 """The conditional decoder: reference points, T and the sine embedding."""
 import math
 
+import pytest
 import torch
 from mmdet.registry import MODELS
 
@@ -31,12 +32,16 @@ def official_sine_embed(pos, num_feats):
     return torch.cat((pos_y, pos_x), dim=2)
 
 
-def test_is_registered_and_first_layer_only_has_qpos_proj():
+def test_only_the_first_layer_is_first_and_owns_qpos_proj():
     decoder = build_decoder()
-    assert isinstance(decoder, CdetrTransformerDecoder)
+    assert [layer.is_first for layer in decoder.layers] == [True, False,
+                                                            False]
     names = [n for n, _ in decoder.named_parameters() if 'qpos_proj.' in n
              and 'cross_attn' in n]
-    assert names and all(n.startswith('layers.0.') for n in names)
+    assert names == ['layers.0.cross_attn.qpos_proj.weight',
+                     'layers.0.cross_attn.qpos_proj.bias']
+    with pytest.raises(KeyError, match='must not set "is_first"'):
+        CdetrTransformerDecoder(layer_cfg=dict(is_first=True))
 
 
 def test_sine_embedding_follows_official_order_and_width():

@@ -80,7 +80,7 @@ def test_import_order_and_no_name_clash(order):
             'assert MODELS.get("ConditionalDETRHead") is ConditionalDETRHead\n'
             'ours = [MODELS.get(n) for n in ("CdetrConditionalDETR", '
             '"CdetrTransformerEncoder", "CdetrTransformerDecoder", '
-            '"CdetrHead", "CdetrFocalLoss")] + '
+            '"CdetrHead", "CdetrDC5ResNet")] + '
             '[TASK_UTILS.get("CdetrHungarianMatcher")]\n'
             'assert all(c.__module__.startswith("cdetr_mmdet") for c in ours)\n'
             'print("ok")\n')
@@ -114,3 +114,51 @@ def test_registration_adds_cdetr_names_and_overrides_nothing():
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == 'ok'
+
+
+def test_forward_runs_our_glue_only_and_equals_the_documented_map(
+        tiny_model_cfg, monkeypatch):
+    """No step of mmdet's DETR glue runs; the output is the docstring's map.
+
+    mmdet's ``pre_transformer``, ``forward_encoder``, ``pre_decoder``,
+    ``forward_decoder`` and ``forward_transformer`` are made to fail: a
+    change of theirs (e.g. a renamed keyword) cannot reach our model. The
+    detections equal the components called by hand with explicit arguments.
+    """
+    from mmdet.models.detectors import DETR
+    from mmdet.models.detectors.base_detr import DetectionTransformer
+
+    def mmdet_glue(*args, **kwargs):
+        raise AssertionError('mmdet DETR glue called')
+
+    for name in ('pre_transformer', 'forward_encoder', 'pre_decoder',
+                 'forward_decoder'):
+        monkeypatch.setattr(DETR, name, mmdet_glue)
+    monkeypatch.setattr(DetectionTransformer, 'forward_transformer',
+                        mmdet_glue)
+    model = MODELS.build(tiny_model_cfg).eval()
+    randomize_(model)
+    inputs, samples = make_batch(sizes=((128, 160), (64, 64)))  # 2nd padded
+    with torch.no_grad():
+        cls_ours, box_ours = model(inputs, samples, mode='tensor')
+        feat = model.extract_feat(inputs)[-1]  # (bs, d, h, w)
+        bs, d, h, w = feat.shape
+        pad = torch.ones(bs, *inputs.shape[-2:])
+        for i, s in enumerate(samples):
+            pad[i, :s.img_shape[0], :s.img_shape[1]] = 0
+        mask = torch.nn.functional.interpolate(
+            pad[:, None], size=(h, w)).bool()[:, 0]  # (bs, h, w)
+        pos = model.positional_encoding(mask).flatten(2).transpose(1, 2)
+        memory = model.encoder(query=feat.flatten(2).transpose(1, 2),
+                               query_pos=pos,
+                               key_padding_mask=mask.flatten(1))
+        query_pos = model.query_embedding.weight.expand(bs, -1, -1)
+        hidden, refs = model.decoder(
+            query=torch.zeros_like(query_pos), query_pos=query_pos,
+            memory=memory, memory_pos=pos, memory_mask=mask.flatten(1))
+        cls_ref, box_ref = model.bbox_head(hidden, refs)
+        losses = model.loss(inputs, samples)
+    assert mask.any() and not mask.all()  # really a padded batch
+    torch.testing.assert_close(cls_ours, cls_ref, rtol=0, atol=0)
+    torch.testing.assert_close(box_ours, box_ref, rtol=0, atol=0)
+    assert torch.isfinite(sum(losses.values()))

@@ -1,12 +1,27 @@
 """Box decoding, losses and post-processing of the head."""
+import mmdet.models.losses.focal_loss as mmdet_focal
 import pytest
 import torch
+import torch.nn.functional as F
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
+from mmdet.structures.bbox import bbox_xyxy_to_cxcywh
 from mmengine.structures import InstanceData
 
-from cdetr_mmdet.models.focal_loss import sigmoid_focal_loss
+
+def official_sigmoid_focal_loss(inputs, targets, num_boxes, alpha=0.25,
+                                gamma=2):
+    """Atten4Vis/ConditionalDETR models/segmentation.py, verbatim."""
+    prob = inputs.sigmoid()
+    ce_loss = F.binary_cross_entropy_with_logits(inputs, targets,
+                                                 reduction='none')
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce_loss * ((1 - p_t)**gamma)
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    return loss.mean(1).sum() / num_boxes
 
 
 def build_head(num_classes=3, d=32, **test_cfg):
@@ -50,9 +65,13 @@ def test_box_decoding_formula():
 
 def test_image_without_objects_has_class_loss_only():
     head = build_head()
-    losses = head.loss(torch.randn(2, 1, 4, 32), torch.rand(1, 4, 2),
-                       [sample(40, 60)])
-    assert losses['loss_cls'] > 0 and losses['d0.loss_cls'] > 0
+    hidden = torch.randn(2, 1, 4, 32)
+    losses = head.loss(hidden, torch.rand(1, 4, 2), [sample(40, 60)])
+    logits = head.fc_cls(hidden)  # every query a negative; num_boxes 1
+    for key, layer in (('d0.loss_cls', 0), ('loss_cls', 1)):
+        torch.testing.assert_close(losses[key], 2 * 4 * (
+            official_sigmoid_focal_loss(logits[layer],
+                                        torch.zeros_like(logits[layer]), 1)))
     for key in ('loss_bbox', 'loss_iou', 'd0.loss_bbox', 'd0.loss_iou'):
         assert losses[key] == 0
     sum(losses.values()).backward()
@@ -66,8 +85,9 @@ def test_losses_on_hand_made_match():
     boxes = torch.tensor([[[[.5, .5, .2, .4]]]])
     gt = sample(100, 200, [[80., 30., 120., 70.]], [1])  # cxcywh .5 .5 .2 .4
     losses = head.loss_by_feat(logits, boxes, [gt])
-    expected_cls = 2 * sigmoid_focal_loss(logits, torch.tensor(
-        [[[[0., 1.]]]])).sum()
+    p = torch.tensor([.3, -.2]).sigmoid()  # query 0 matched to class 1
+    expected_cls = 2 * -(.75 * p[0]**2 * (1 - p[0]).log() +
+                         .25 * (1 - p[1])**2 * p[1].log())
     torch.testing.assert_close(losses['loss_cls'], expected_cls)
     torch.testing.assert_close(losses['loss_bbox'], torch.tensor(0.))
     torch.testing.assert_close(losses['loss_iou'], torch.tensor(0.),
@@ -77,12 +97,40 @@ def test_losses_on_hand_made_match():
     torch.testing.assert_close(losses['loss_bbox'], torch.tensor(5 * .1))
 
 
-def test_focal_loss_matches_formula():
-    logits, targets = torch.randn(4, 3), (torch.rand(4, 3) > .5).float()
-    p = logits.sigmoid()
-    expected = -(.25 * targets * (1 - p)**2 * p.log() +
-                 .75 * (1 - targets) * p**2 * (1 - p).log())
-    torch.testing.assert_close(sigmoid_focal_loss(logits, targets), expected)
+def test_class_loss_equals_official_formula_on_every_layer(monkeypatch):
+    """mmdet's FocalLoss on our one-hot targets is the official loss.
+
+    Official: ``sigmoid_focal_loss(logits, one_hot, num_boxes) * num_queries``
+    times the weight 2, per decoder layer. mmcv's compiled kernel is made to
+    fail: the one-hot targets must take mmdet's pure-PyTorch path.
+    """
+    def compiled_kernel(*args, **kwargs):
+        raise AssertionError('mmcv sigmoid_focal_loss kernel called')
+
+    monkeypatch.setattr(mmdet_focal, 'sigmoid_focal_loss', compiled_kernel)
+    torch.manual_seed(0)
+    head = build_head(num_classes=5)
+    layers, bs, nq = 3, 2, 7
+    logits = torch.randn(layers, bs, nq, 5)
+    boxes = torch.rand(layers, bs, nq, 4) * .5 + .25
+    gts = [sample(64, 96, [[10., 5., 50., 40.], [30., 20., 90., 60.]],
+                  [4, 1]),
+           sample(64, 96, [[0., 0., 20., 64.]], [2])]
+    losses = head.loss_by_feat(logits, boxes, gts)
+    factor = torch.tensor([96., 64., 96., 64.])
+    match = head.matcher.match(
+        logits, boxes, [g.gt_instances.labels for g in gts],
+        [bbox_xyxy_to_cxcywh(g.gt_instances.bboxes) / factor for g in gts])
+    labels = torch.tensor([4, 1, 2])
+    for i in range(layers):
+        one_hot = torch.zeros(bs, nq, 5)
+        pick = match.layer == i
+        one_hot[match.image[pick], match.query[pick],
+                labels[match.gt[pick]]] = 1.
+        expected = 2 * official_sigmoid_focal_loss(logits[i], one_hot,
+                                                   num_boxes=3) * nq
+        key = 'loss_cls' if i == layers - 1 else f'd{i}.loss_cls'
+        torch.testing.assert_close(losses[key], expected)
 
 
 def test_topk_over_queries_and_classes_and_rescale():

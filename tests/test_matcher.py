@@ -23,9 +23,18 @@ def pairs_of(match, layer, image, offset=0):
                       (match.gt[keep] - offset).tolist()))
 
 
-def test_registered_in_task_utils():
-    matcher = TASK_UTILS.build(dict(type='CdetrHungarianMatcher'))
-    assert isinstance(matcher, CdetrHungarianMatcher)
+def test_built_from_config_with_its_cost_weights():
+    """The config's weights reach the costs (class weight 0: class ignored)."""
+    matcher = TASK_UTILS.build(dict(type='CdetrHungarianMatcher',
+                                    cost_class=0., cost_bbox=5.,
+                                    cost_giou=2.))
+    logits, boxes, labels, gts = random_inputs(num_layers=1, bs=1,
+                                               sizes=(3, ))
+    terms = matcher.cost_terms(logits[0, 0], boxes[0, 0], labels[0], gts[0])
+    assert torch.all(terms['cls'] == 0)
+    other = matcher.match(-logits, boxes, labels, gts)  # flipped classes
+    assert pairs_of(other, 0, 0) == pairs_of(
+        matcher.match(logits, boxes, labels, gts), 0, 0)
 
 
 def test_optimal_against_brute_force():
@@ -77,13 +86,19 @@ def test_non_finite_cost_names_image_and_term():
 
 
 def test_costs_are_fp32_under_autocast():
+    """Under bf16 autocast the costs stay fp32: the same pairs as outside."""
     matcher = CdetrHungarianMatcher()
-    logits, boxes, labels, gts = random_inputs()
+    logits, boxes, labels, gts = random_inputs(num_layers=3, bs=2, nq=20,
+                                               sizes=(6, 4))
+    logits = logits.bfloat16().float()  # a bf16 model's class outputs
     expected = matcher.match(logits, boxes, labels, gts)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        got = matcher.match(logits.bfloat16().float(), boxes, labels, gts)
+        got = matcher.match(logits, boxes, labels, gts)
         terms = matcher.cost_terms(logits[0, 0], boxes[0, 0], labels[0],
                                    gts[0])
     assert all(t.dtype == torch.float32 for t in terms.values())
-    for a, b in zip(expected, got):
-        assert a.shape == b.shape
+    for layer in range(3):
+        for img, offset in ((0, 0), (1, 6)):
+            assert pairs_of(got, layer, img, offset) == pairs_of(
+                expected, layer, img, offset)
+    assert len(got.gt) == 3 * (6 + 4)

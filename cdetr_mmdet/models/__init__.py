@@ -3,12 +3,11 @@ from .dc5_resnet import CdetrDC5ResNet
 from .decoder import CdetrTransformerDecoder
 from .detector import CdetrConditionalDETR
 from .encoder import CdetrTransformerEncoder
-from .focal_loss import CdetrFocalLoss
 from .head import CdetrHead
 from .matcher import CdetrHungarianMatcher, MatchIndices
 
 __all__ = [
     'CdetrConditionalDETR', 'CdetrTransformerEncoder',
     'CdetrTransformerDecoder', 'CdetrHead', 'CdetrHungarianMatcher',
-    'CdetrFocalLoss', 'CdetrDC5ResNet', 'MatchIndices'
+    'CdetrDC5ResNet', 'MatchIndices'
 ]

@@ -80,8 +80,7 @@ class CdetrTransformerDecoder(BaseModule):
         ref_sine_embed = self.ref_sine_embed(references)  # (bs, nq, d)
         hidden_states = []
         for layer in self.layers:
-            pos_scale = 1. if layer.cross_attn.is_first else self.query_scale(
-                query)
+            pos_scale = 1. if layer.is_first else self.query_scale(query)
             query = layer(query, memory, query_pos, memory_pos,
                           ref_sine_embed * pos_scale, memory_mask)
             hidden_states.append(self.norm(query))

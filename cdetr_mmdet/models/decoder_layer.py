@@ -29,6 +29,7 @@ class ConditionalDecoderLayer(nn.Module):
                  is_first: bool = False) -> None:
         super().__init__()
         self.embed_dims = embed_dims
+        self.is_first = is_first  # the decoder sets T = 1 in this layer
         self.self_attn = ConditionalSelfAttention(embed_dims, num_heads,
                                                   dropout)
         self.cross_attn = ConditionalCrossAttention(embed_dims, num_heads,

@@ -1,10 +1,12 @@
 """The Conditional DETR detector (registered in ``MODELS``)."""
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
+from mmdet.structures import SampleList
 from torch import Tensor, nn
 
 
@@ -12,9 +14,39 @@ from torch import Tensor, nn
 class CdetrConditionalDETR(DETR):
     """Conditional DETR (Meng et al., ICCV 2021) on mmdet's DETR pipeline.
 
-    Reuses mmdet's ``DETR`` for masks, positional encoding and the
-    loss/predict plumbing; overrides ``_init_layers``, ``init_weights``,
-    ``extract_feat`` and ``forward_decoder``.
+    The whole forward, with the method that runs each step (bs images,
+    d = embed_dims, n = h * w feature tokens, q = num_queries, L = decoder
+    layers)::
+
+        images (bs, 3, H, W) + data samples
+          -> data_preprocessor          mmdet DetDataPreprocessor: normalise,
+                                        pad to (bs, 3, H_pad, W_pad)
+          -> extract_feat               ours: mmdet ResNet backbone + 1x1
+                                        ChannelMapper neck -> (bs, d, h, w)
+          -> forward_transformer        ours, straight-line:
+               pre_transformer          ours: padding mask (bs, n) or None,
+                                        sine positions (bs, n, d), flattened
+                                        features (bs, n, d)
+               forward_encoder          ours -> CdetrTransformerEncoder:
+                                        memory (bs, n, d)
+               pre_decoder              ours: zero content queries and the
+                                        object queries (bs, q, d) each
+               forward_decoder          ours -> CdetrTransformerDecoder:
+                                        hidden_states (L, bs, q, d),
+                                        references s (bs, q, 2)
+          -> bbox_head.loss             ours, CdetrHead: logits (L, bs, q, C),
+                                        boxes (L, bs, q, 4); the matcher
+                                        (CdetrHungarianMatcher.match) pairs
+                                        queries and ground truths; focal, L1
+                                        and GIoU losses per layer
+             or bbox_head.predict       ours, CdetrHead: top-k detections of
+                                        the last layer in image pixels
+
+    ``loss``, ``predict`` and ``_forward`` are mmdet's
+    ``DetectionTransformer`` ones: ``extract_feat`` -> ``forward_transformer``
+    -> ``bbox_head.loss`` / ``predict`` / ``forward``. Every step in between
+    is ours and passes its arguments explicitly, so none of mmdet's
+    ``DETR`` glue (and none of its keyword names) is on our path.
 
     Config keys: ``encoder`` (kwargs of :class:`CdetrTransformerEncoder`),
     ``decoder`` (a ``MODELS`` config, e.g. ``CdetrTransformerDecoder``),
@@ -88,22 +120,108 @@ class CdetrConditionalDETR(DETR):
         # The transformer flattens with ``view``: back to NCHW (small tensors).
         return tuple(feat.contiguous() for feat in feats)
 
-    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
-                        memory_mask: Tensor, memory_pos: Tensor) -> Dict:
-        """Run the conditional decoder.
+    def forward_transformer(self, img_feats: Tuple[Tensor],
+                            batch_data_samples: SampleList) -> Dict:
+        """Encoder and decoder on the neck features.
 
         Args:
-            query (Tensor): Zeros, (bs, num_queries, d).
-            query_pos (Tensor): Object queries, (bs, num_queries, d).
-            memory (Tensor): Encoder output, (bs, num_keys, d).
-            memory_mask (Tensor | None): (bs, num_keys), True at padding.
-            memory_pos (Tensor): Positional encoding, (bs, num_keys, d).
+            img_feats (tuple[Tensor]): Neck outputs; the last one,
+                (bs, d, h, w), is used.
+            batch_data_samples (list[DetDataSample]): With metainfo
+                ``batch_input_shape`` and ``img_shape``.
 
         Returns:
             dict: ``hidden_states`` (num_layers, bs, num_queries, d) and
             ``references`` (bs, num_queries, 2), the head's inputs.
         """
-        hidden_states, references = self.decoder(
-            query=query, query_pos=query_pos, memory=memory,
-            memory_pos=memory_pos, memory_mask=memory_mask)
+        feat, mask, pos = self.pre_transformer(img_feats[-1],
+                                               batch_data_samples)
+        memory = self.forward_encoder(feat, mask, pos)
+        query, query_pos = self.pre_decoder(memory.shape[0])
+        hidden_states, references = self.forward_decoder(
+            query, query_pos, memory, mask, pos)
         return dict(hidden_states=hidden_states, references=references)
+
+    def pre_transformer(
+        self, feat: Tensor, batch_data_samples: SampleList
+    ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+        """Padding mask and sine positional encoding of the feature map.
+
+        As mmdet's ``DETR.pre_transformer``: no mask when no image of the
+        batch is padded; otherwise the input-resolution padding mask
+        downsampled (nearest) to the feature map.
+
+        Args:
+            feat (Tensor): Neck features, (bs, d, h, w).
+            batch_data_samples (list[DetDataSample]): With metainfo
+                ``batch_input_shape`` (H_pad, W_pad) and ``img_shape``.
+
+        Returns:
+            tuple: Flattened features (bs, n, d); the mask (bs, n), True at
+            padding, or None; the positional encoding (bs, n, d).
+        """
+        bs = feat.shape[0]
+        pad_h, pad_w = batch_data_samples[0].batch_input_shape
+        img_shapes: List[Tuple[int, int]] = [
+            tuple(s.img_shape) for s in batch_data_samples]
+        if all(shape == (pad_h, pad_w) for shape in img_shapes):
+            mask = None
+            pos = self.positional_encoding(None, input=feat)  # (bs, d, h, w)
+        else:
+            mask = feat.new_ones((bs, pad_h, pad_w))
+            for i, (img_h, img_w) in enumerate(img_shapes):
+                mask[i, :img_h, :img_w] = 0
+            mask = F.interpolate(mask[:, None], size=feat.shape[-2:]).to(
+                torch.bool)[:, 0]  # (bs, h, w)
+            pos = self.positional_encoding(mask)  # (bs, d, h, w)
+            mask = mask.flatten(1)  # (bs, n)
+        # (bs, d, h, w) -> (bs, n, d)
+        return (feat.flatten(2).transpose(1, 2),
+                mask, pos.flatten(2).transpose(1, 2))
+
+    def forward_encoder(self, feat: Tensor, feat_mask: Optional[Tensor],
+                        feat_pos: Tensor) -> Tensor:
+        """Run the encoder.
+
+        Args:
+            feat (Tensor): Flattened features, (bs, n, d).
+            feat_mask (Tensor | None): (bs, n), True at padding.
+            feat_pos (Tensor): Positional encoding, (bs, n, d).
+
+        Returns:
+            Tensor: The memory, (bs, n, d).
+        """
+        return self.encoder(feat, feat_pos, feat_mask)
+
+    def pre_decoder(self, batch_size: int) -> Tuple[Tensor, Tensor]:
+        """Zero content queries and the learnt object queries.
+
+        Args:
+            batch_size (int): bs.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``query`` (zeros) and ``query_pos``,
+            (bs, num_queries, d) each.
+        """
+        query_pos = self.query_embedding.weight[None].expand(batch_size, -1,
+                                                             -1)
+        return torch.zeros_like(query_pos), query_pos
+
+    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
+                        memory_mask: Optional[Tensor],
+                        memory_pos: Tensor) -> Tuple[Tensor, Tensor]:
+        """Run the conditional decoder.
+
+        Args:
+            query (Tensor): Zeros, (bs, num_queries, d).
+            query_pos (Tensor): Object queries, (bs, num_queries, d).
+            memory (Tensor): Encoder output, (bs, n, d).
+            memory_mask (Tensor | None): (bs, n), True at padding.
+            memory_pos (Tensor): Positional encoding, (bs, n, d).
+
+        Returns:
+            tuple[Tensor, Tensor]: ``hidden_states``
+            (num_layers, bs, num_queries, d) and ``references``
+            (bs, num_queries, 2), the head's inputs.
+        """
+        return self.decoder(query, query_pos, memory, memory_pos, memory_mask)

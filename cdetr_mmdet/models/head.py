@@ -13,9 +13,11 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 
-# The paper's losses (built by MODELS.build, which copies its config).
-DEFAULT_LOSS_CLS = dict(type='CdetrFocalLoss', alpha=0.25, gamma=2.0,
-                        loss_weight=2.0)
+# The paper's losses, the one place that holds them (configs leave them
+# out). mmdet's FocalLoss takes its pure-PyTorch path for the one-hot targets
+# :meth:`CdetrHead.loss_by_feat` passes, on CPU and CUDA alike.
+DEFAULT_LOSS_CLS = dict(type='FocalLoss', use_sigmoid=True, alpha=0.25,
+                        gamma=2.0, loss_weight=2.0)
 DEFAULT_LOSS_BBOX = dict(type='L1Loss', loss_weight=5.0)
 DEFAULT_LOSS_IOU = dict(type='GIoULoss', loss_weight=2.0)
 
@@ -34,14 +36,17 @@ class CdetrHead(BaseModule):
     Args:
         num_classes (int): Number of object classes (no background).
         embed_dims (int): Model width d. Defaults to 256.
-        loss_cls (dict, optional): Classification loss config. Defaults to
-            None: ``CdetrFocalLoss`` (alpha 0.25, gamma 2, weight 2).
+        loss_cls (dict, optional): Classification loss config; any mmdet
+            loss taking ``(logits, one_hot_targets, reduction_override=)``.
+            Defaults to None: mmdet ``FocalLoss`` (sigmoid, alpha 0.25,
+            gamma 2, weight 2).
         loss_bbox (dict, optional): Box L1 loss config. Defaults to None:
             mmdet ``L1Loss``, weight 5.
         loss_iou (dict, optional): Box GIoU loss config. Defaults to None:
             mmdet ``GIoULoss``, weight 2.
         train_cfg (dict, optional): ``dict(assigner=...)``, the matcher config
-            (``CdetrHungarianMatcher``). Needed for training only.
+            (``CdetrHungarianMatcher``; the key is mmdet's convention), built
+            into :attr:`matcher`. Needed for training only.
         test_cfg (dict, optional): ``max_per_img`` (default 100) and
             ``score_thr`` (default 0.0: keep all top-k).
         init_cfg (dict, optional): mmengine init config. Defaults to None.
@@ -63,8 +68,8 @@ class CdetrHead(BaseModule):
         self.loss_cls = MODELS.build(loss_cls or DEFAULT_LOSS_CLS)
         self.loss_bbox = MODELS.build(loss_bbox or DEFAULT_LOSS_BBOX)
         self.loss_iou = MODELS.build(loss_iou or DEFAULT_LOSS_IOU)
-        self.assigner = (TASK_UTILS.build(train_cfg['assigner'])
-                         if train_cfg else None)
+        self.matcher = (TASK_UTILS.build(train_cfg['assigner'])
+                        if train_cfg else None)
         test_cfg = dict(test_cfg or {})
         self.max_per_img = test_cfg.pop('max_per_img', 100)
         self.score_thr = test_cfg.pop('score_thr', 0.0)
@@ -128,7 +133,7 @@ class CdetrHead(BaseModule):
         Returns:
             dict[str, Tensor]: The losses, see :meth:`loss`.
         """
-        if self.assigner is None:
+        if self.matcher is None:
             raise RuntimeError('CdetrHead has no matcher: set '
                                'model.train_cfg.assigner to train it')
         # Losses in fp32, also under autocast (a no-op for fp32 inputs).
@@ -141,7 +146,7 @@ class CdetrHead(BaseModule):
             gt_labels.append(sample.gt_instances.labels)
             gt_bboxes.append(  # (num_gts_i, 4) normalised cxcywh
                 bbox_xyxy_to_cxcywh(sample.gt_instances.bboxes.float()) / factor)
-        match = self.assigner.match(
+        match = self.matcher.match(
             cls_logits, bbox_preds, gt_labels, gt_bboxes,
             [s.metainfo.get('img_path', str(i))
              for i, s in enumerate(batch_data_samples)])
@@ -155,8 +160,9 @@ class CdetrHead(BaseModule):
         targets = torch.zeros_like(cls_logits)  # (layers, bs, nq, classes)
         targets[match.layer, match.image, match.query,
                 all_labels[match.gt]] = 1.
-        loss_cls = self.loss_cls(cls_logits, targets, reduction='none').sum(
-            (1, 2, 3)) / num_boxes  # (num_layers,)
+        loss_cls = self.loss_cls(cls_logits, targets,
+                                 reduction_override='none').sum(
+                                     (1, 2, 3)) / num_boxes  # (num_layers,)
 
         # Touch the box branch even without targets, so DDP sees it used.
         unused = bbox_preds.sum() * 0

@@ -1,5 +1,6 @@
 # The official recipe: AdamW 1e-4 (backbone 1e-5), wd 1e-4, grad-norm clip
-# 0.1, 50 epochs with lr x0.1 at epoch 40, total batch 16.
+# 0.1, 50 epochs with lr x0.1 after epoch 40 (paper, section 4.1), total
+# batch 16. schedule_75e.py and schedule_108e.py change only the length.
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
@@ -13,13 +14,8 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
 param_scheduler = [
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[40],
-        gamma=0.1)
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[40], gamma=0.1)
 ]
 
 # Base batch: 8 GPUs x 2 images. Enable with `--auto-scale-lr`.

@@ -1,15 +1,12 @@
 # Convergence benchmark: mmdet's built-in DETR. Everything but the
 # transformer, head, loss and matcher comes from our Conditional DETR config.
-_base_ = ['conditional_detr_r18_shapes_d256.py']
-custom_imports = dict(imports=['cdetr_mmdet'], allow_failed_imports=False)
+_base_ = ['conditional_detr_r18_shapes_d256.py', '../_base_/mmdet_twins.py']
 
-attn_cfg = dict(embed_dims=256, num_heads=8, dropout=0.0, batch_first=True)
+embed_dims = _base_.embed_dims
+attn_cfg = dict(
+    embed_dims=embed_dims, num_heads=8, dropout=0.0, batch_first=True)
 ffn_cfg = dict(
-    embed_dims=256,
-    feedforward_channels=1024,
-    num_fcs=2,
-    ffn_drop=0.0,
-    act_cfg=dict(type='ReLU', inplace=True))
+    _base_.ffn_cfg, embed_dims=embed_dims, feedforward_channels=1024)
 model = dict(
     type='DETR',
     encoder=dict(  # DetrTransformerEncoder
@@ -20,29 +17,12 @@ model = dict(
         _delete_=True,
         num_layers=2,
         layer_cfg=dict(
-            self_attn_cfg=attn_cfg, cross_attn_cfg=attn_cfg, ffn_cfg=ffn_cfg),
+            self_attn_cfg=attn_cfg, cross_attn_cfg=attn_cfg,
+            ffn_cfg=ffn_cfg),
         return_intermediate=True),
     bbox_head=dict(
-        _delete_=True,
-        type='DETRHead',
-        num_classes=4,
-        embed_dims=256,
-        loss_cls=dict(
-            type='CrossEntropyLoss',
-            bg_cls_weight=0.1,
-            use_sigmoid=False,
-            loss_weight=1.0,
-            class_weight=1.0),
-        loss_bbox=dict(type='L1Loss', loss_weight=5.0),
-        loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
-    train_cfg=dict(
-        _delete_=True,
-        assigner=dict(
-            type='HungarianAssigner',
-            match_costs=[
-                dict(type='ClassificationCost', weight=1.),
-                dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-                dict(type='IoUCost', iou_mode='giou', weight=2.0)
-            ])),
+        _base_.detr_head, _delete_=True, num_classes=4,
+        embed_dims=embed_dims),
+    train_cfg=dict(_delete_=True, assigner=_base_.detr_assigner),
     # DETRHead takes the top-k of num_queries: k must not exceed 30.
     test_cfg=dict(_delete_=True, max_per_img=30))

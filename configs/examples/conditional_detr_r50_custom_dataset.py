@@ -32,11 +32,6 @@ load_from = 'coco_r50_no_cls.pth'
 max_epochs = 24
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[18],
-        gamma=0.1)
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[18], gamma=0.1)
 ]

@@ -1,0 +1,6 @@
+# Conditional DETR R101, 75 epochs, lr drop after epoch 60
+# (paper: 43.7 AP on COCO val2017).
+_base_ = [
+    '_base_/conditional_detr_r101.py', '_base_/coco_detection.py',
+    '_base_/schedule_75e.py', '_base_/default_runtime.py'
+]
