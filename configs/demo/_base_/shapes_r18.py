@@ -42,6 +42,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='CdetrClampBoxes'),  # as the official code: clamp to the image
     dict(type='Resize', scale=(img_size, img_size), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
@@ -63,7 +64,7 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
     batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(
-        type='CocoDataset',
+        type='CdetrCocoDataset',
         data_root=data_root,
         metainfo=metainfo,
         ann_file='annotations/instances_train.json',
@@ -77,7 +78,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='CocoDataset',
+        type='CdetrCocoDataset',
         data_root=data_root,
         metainfo=metainfo,
         ann_file='annotations/instances_val.json',
@@ -86,7 +87,7 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='CocoMetric',
+    type='CdetrCocoMetric',
     ann_file=data_root + 'annotations/instances_val.json',
     metric='bbox',
     classwise=True)  # per-class AP table
