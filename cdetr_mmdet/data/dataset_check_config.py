@@ -41,12 +41,12 @@ def feature_stride(model_cfg: ConfigDict, probe: int = 256) -> Tuple[Optional[in
     return stride, f"measured on the config's {model_cfg['backbone']['type']}"
 
 
-def _input_scale(pipeline: Sequence[dict]) -> Optional[Tuple[Tuple[int, int], bool]]:
+def input_scale(pipeline: Sequence[dict]) -> Optional[Tuple[Tuple[int, int], bool]]:
     """``(scale, keep_ratio)`` of the first resize in a pipeline (nested RandomChoice included);
     for a random choice of scales, the median one."""
     for t in pipeline or []:
         if isinstance(t, (list, tuple)):
-            found = _input_scale(t)
+            found = input_scale(t)
         elif t.get('type') in _RESIZES:
             if t.get('scale') is not None:
                 return tuple(t['scale']), bool(t.get('keep_ratio', False))
@@ -54,7 +54,7 @@ def _input_scale(pipeline: Sequence[dict]) -> Optional[Tuple[Tuple[int, int], bo
             found = ((tuple(scales[len(scales) // 2]), bool(t.get('keep_ratio', False)))
                      if scales else None)
         else:
-            found = _input_scale(t.get('transforms', []))
+            found = input_scale(t.get('transforms', []))
         if found:
             return found
     return None
@@ -87,7 +87,7 @@ def _coco_specs(name: str, dataset: dict, order_safe_metric: bool) -> List[Split
         classes=tuple(classes),
         test_mode=bool(dataset.get('test_mode', False)),
         filter_empty_gt=bool(filter_cfg.get('filter_empty_gt', False)),
-        input_scale=_input_scale(dataset.get('pipeline')),
+        input_scale=input_scale(dataset.get('pipeline')),
         clamps_boxes=_has_clamp(dataset.get('pipeline')),
         order_safe=issubclass(cls, CdetrCocoDataset) and order_safe_metric)]
 
