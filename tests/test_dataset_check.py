@@ -1,4 +1,5 @@
 """Bad datasets fail loudly (docs/reliability.md, "Data and inputs"): generated COCO files."""
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -255,3 +256,64 @@ def test_check_config_reads_the_configs_splits_and_stride(tmp_path):
     assert train.spec.clamps_boxes and valtest.spec.input_scale == ((96, 96), True)
     assert "feature stride 32 (measured on the config's ResNet)" in train.format()
     assert not train.errors and not valtest.errors
+
+
+def train_runner(cfg: Config, work_dir: Path):
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    class Count(Hook):
+        def __init__(self):
+            self.iters = 0
+
+        def after_train_iter(self, *args, **kwargs):
+            self.iters += 1
+
+    cfg.work_dir = str(work_dir)
+    cfg.train_cfg.max_iters = 1
+    cfg.train_cfg.val_interval = 100
+    cfg.default_hooks.checkpoint.interval = 100
+    runner = Runner.from_cfg(cfg)
+    counter = Count()
+    runner.register_hook(counter)
+    return runner, counter
+
+
+def test_training_stops_before_the_first_iteration_and_the_switch(tmp_path):
+    write_set(tmp_path / 'data', GOOD)
+    (tmp_path / 'data' / 'img' / '1.png').write_bytes(b'')
+    runner, counter = train_runner(tiny_cfg(tmp_path / 'data'), tmp_path / 'on')
+    with pytest.raises(DatasetError) as info:
+        runner.train()
+    assert counter.iters == 0
+    assert str(info.value).startswith('dataset check failed')
+    assert (f"train: 1 images are empty files (0 bytes): {tmp_path / 'data' / 'img' / '1.png'}"
+            in str(info.value))
+    cfg = tiny_cfg(tmp_path / 'data')
+    cfg.merge_from_dict({'dataset_check.enabled': False})  # the one switch
+    runner, counter = train_runner(cfg, tmp_path / 'off')
+    with pytest.raises(Exception) as info:  # mmcv/OpenCV's own error, which names no file
+        runner.train()
+    assert not isinstance(info.value, DatasetError) and '1.png' not in str(info.value)
+
+
+def test_check_dataset_tool(tmp_path, capsys):
+    spec_ = importlib.util.spec_from_file_location('check_dataset', ROOT / 'tools' /
+                                                   'check_dataset.py')
+    tool = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(tool)
+    main = tool.main
+    write_set(tmp_path / 'data', GOOD)
+    cfg_path = tmp_path / 'cfg.py'
+    tiny_cfg(tmp_path / 'data').dump(str(cfg_path))
+    assert main([str(cfg_path), '--splits', 'train']) == 0
+    out = capsys.readouterr().out
+    assert "labels: 0='cat' (id 2), 1='dog' (id 1)" in out
+    # Boxes of 18-35 px against the tiny model's stride 32 (no Resize in its train pipeline):
+    assert 'WARNING: 67% of the boxes are smaller than one 32x32 px feature cell' in out
+    assert out.rstrip().endswith('[dataset check] 1 split(s): 0 error(s), 1 warning(s)')
+    assert main([str(cfg_path), '--cfg-options', "train_dataloader.dataset.metainfo.classes="
+                 "['cat','dgo']"]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR: " in out and "'dgo' not found (closest: ['dog'])" in out
+    assert out.rstrip().endswith('2 split(s): 1 error(s), 0 warning(s)')  # val: resized x2

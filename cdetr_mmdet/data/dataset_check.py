@@ -219,7 +219,7 @@ def check_split(spec: SplitSpec, stride: Optional[int], stride_note: str = '',
     if unknown_cat.count:
         report.warnings.append(f"{unknown_cat.count} annotations have a category_id that is not in "
                                f"'categories' (ignored): {unknown_cat.text()}")
-    if other_cat.count:
+    if other_cat.count and cat_ids:  # (without a class mapping every category is 'other')
         names = sorted(set(other_cat.examples))
         report.warnings.append(f'{other_cat.count} annotations are of categories not in the '
                                f"config's classes (ignored), e.g. {names}")
