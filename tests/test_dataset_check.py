@@ -134,7 +134,11 @@ def test_misspelled_class_lists_closest_names(tmp_path):
      "has no key 'categories'; expected a list of categories"),
     ('{"images": [], "annotations": [], "categories": []}', "lists no images (key 'images' is "
      'empty)'),
-], ids=['truncated', 'no_categories', 'no_images'])
+    ('{"images": [{"id": 1, "file_name": "0.png", "width": 4, "height": 4}], "categories": [{"id":'
+     ' 1, "name": "cat"}], "annotations": [{"id": 1, "image_id": 1, "category_id": 1}]}',
+     "1 of 1 annotations lack required keys (annotations[0] lacks ['bbox']); expected every "
+     "entry of 'annotations' to have ['id', 'image_id', 'category_id', 'bbox']"),
+], ids=['truncated', 'no_categories', 'no_images', 'annotation_without_bbox'])
 def test_broken_annotation_file_is_named(tmp_path, content, expected):
     write_set(tmp_path, GOOD)
     ann_file = tmp_path / 'annotations.json'
@@ -181,6 +185,7 @@ def test_missing_empty_and_unreadable_images_are_each_named(tmp_path):
     (tmp_path / 'img' / '0.png').unlink()
     (tmp_path / 'img' / '1.png').write_bytes(b'')
     (tmp_path / 'img' / '2.png').write_bytes(b'not an image')
+    Image.new('RGB', (48, 64)).save(tmp_path / 'img' / '3.png')  # listed as 64x48
     report = check_split(spec(tmp_path), stride=16)
     missing, empty, unreadable = report.errors
     img = tmp_path / 'img'
@@ -189,6 +194,9 @@ def test_missing_empty_and_unreadable_images_are_each_named(tmp_path):
     assert unreadable.startswith(f"1 images are not readable images: {img / '2.png'} "
                                  '(UnidentifiedImageError')
     assert '2 of 4 images have no annotation (kept as background-only images)' in report.format()
+    assert report.warnings == [
+        "1 images differ in size from their 'width'/'height' in the annotation file (boxes are "
+        f"in the listed size): {img / '3.png'} is 48x64, listed 64x48"]
 
 
 def test_small_boxes_against_the_measured_stride(tmp_path):
