@@ -175,9 +175,11 @@ def test_bad_annotations_give_one_summary_with_counts(tmp_path):
     assert degenerate.startswith('3 boxes are degenerate (zero or negative size, NaN/inf')
     assert 'bbox [5, 5, 0, 10]' in degenerate and 'nan' in degenerate.lower()
     assert outside.startswith('2 boxes extend beyond their image (left unclamped: this pipeline '
-                              'has no CdetrClampBoxes; 1 of them lie entirely outside')
+                              'has no CdetrClampBoxes; 1 of them lie entirely outside the image)')
     report = check_split(spec(tmp_path, clamps_boxes=True), stride=16)
-    assert 'clamped to the image by CdetrClampBoxes' in report.warnings[2]
+    assert '(clamped to the image by CdetrClampBoxes;' in report.warnings[2]
+    report = check_split(spec(tmp_path, test_mode=True), stride=16)
+    assert '(evaluated as listed, as by the official code;' in report.warnings[2]
 
 
 def test_missing_empty_and_unreadable_images_are_each_named(tmp_path):

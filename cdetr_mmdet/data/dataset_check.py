@@ -233,10 +233,14 @@ def check_split(spec: SplitSpec, stride: Optional[int], stride_note: str = '',
         report.warnings.append(f'{thin.count} boxes are narrower or lower than 1 px (mmdet\'s '
                                f'CocoDataset drops them): {thin.text()}')
     if outside.count:
-        fate = ('clamped to the image by CdetrClampBoxes' if spec.clamps_boxes or spec.test_mode
-                else 'left unclamped: this pipeline has no CdetrClampBoxes')
+        if spec.test_mode:
+            fate = 'evaluated as listed, as by the official code'
+        elif spec.clamps_boxes:
+            fate = 'clamped to the image by CdetrClampBoxes'
+        else:
+            fate = 'left unclamped: this pipeline has no CdetrClampBoxes'
         report.warnings.append(f'{outside.count} boxes extend beyond their image ({fate}; '
-                               f'{outside_empty} of them lie entirely outside and are dropped): '
+                               f'{outside_empty} of them lie entirely outside the image): '
                                f'{outside.text()}')
     if no_area.count:
         report.warnings.append(f"{no_area.count} annotations have no 'area' (filled with the box "

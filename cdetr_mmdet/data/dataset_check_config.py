@@ -75,6 +75,8 @@ def _coco_specs(name: str, dataset: dict, order_safe_metric: bool) -> List[Split
     cls = DATASETS.get(dtype) if isinstance(dtype, str) else dtype
     if cls is None or not issubclass(cls, CocoDataset):
         return []
+    if (dataset.get('backend_args') or {}).get('backend', 'local') != 'local':
+        return []  # the check reads local files only
     data_root = dataset.get('data_root') or ''
     ann_file = dataset.get('ann_file', '')
     img_prefix = (dataset.get('data_prefix') or {}).get('img', '')
