@@ -32,6 +32,7 @@ setup(
         'numpy',
         'scipy',
         'pycocotools',
+        'Pillow',  # the dataset check reads image headers
     ],
     extras_require={
         'tests': ['pytest', 'transformers', 'safetensors', 'matplotlib'],

@@ -1,4 +1,5 @@
 """cdetr_mmdet: Conditional DETR as registered MMDetection 3.x modules."""
+from . import data, evaluation  # noqa: F401  (register the dataset, transform, hook, metric)
 from . import engine  # noqa: F401  (registers the backend and wrapper)
 from .checkpoint_safety import register_safe_globals
 from .models import *  # noqa: F401,F403  (registers the modules)

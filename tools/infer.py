@@ -38,11 +38,17 @@ def main(argv: Optional[List[str]] = None) -> Path:
     """Run the detector on one image; returns the drawn PNG's path."""
     args = parse_args(argv)
     image = Path(args.image)
-    if not image.is_file():
-        sys.exit(f'error: no such image: {image}')
-    from mmdet.apis import DetInferencer
+    from cdetr_mmdet.apis import DetInferencer, InputError, check_image_input
+    try:  # before the model is built: a bad image is named at once
+        check_image_input(str(image), 'image')
+    except InputError as e:
+        sys.exit(f'error: {e}')
     inferencer = DetInferencer(model=args.config, weights=args.weights, device=args.device,
                                show_progress=False)
+    try:  # again with the config's test pipeline (an image too thin for its Resize)
+        check_image_input(str(image), 'image', inferencer.cfg)
+    except InputError as e:
+        sys.exit(f'error: {e}')
     result = inferencer(str(image), out_dir=args.out_dir, pred_score_thr=args.score_thr,
                         no_save_pred=False)
     pred = result['predictions'][0]

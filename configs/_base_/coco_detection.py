@@ -1,5 +1,5 @@
 # COCO 2017 with DETR's multi-scale training augmentation; test at 800x1333.
-dataset_type = 'CocoDataset'
+dataset_type = 'CdetrCocoDataset'
 data_root = 'data/coco/'
 backend_args = None
 
@@ -9,6 +9,7 @@ _scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333),
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='CdetrClampBoxes'),  # as the official code: clamp to the image
     dict(type='RandomFlip', prob=0.5),
     dict(
         type='RandomChoice',
@@ -72,7 +73,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 val_evaluator = dict(
-    type='CocoMetric',
+    type='CdetrCocoMetric',
     ann_file=data_root + 'annotations/instances_val2017.json',
     metric='bbox',
     format_only=False,

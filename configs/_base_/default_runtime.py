@@ -15,8 +15,15 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
 # Stops training at its start when the head's num_classes differs from the
-# dataset's number of classes (the message names both).
-custom_hooks = [dict(type='NumClassCheckHook')]
+# dataset's number of classes (the message names both). The dataset check
+# reads every split the run uses (annotation file, class mapping, boxes,
+# image headers) before the first iteration: errors stop the run, warnings
+# are one summary per split. Off: --cfg-options dataset_check.enabled=False
+custom_hooks = [
+    dict(type='NumClassCheckHook'),
+    dict(type='CdetrDatasetCheckHook')
+]
+dataset_check = dict(enabled=True, small_box_fraction=0.5)
 
 env_cfg = dict(
     cudnn_benchmark=False,

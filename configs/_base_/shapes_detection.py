@@ -9,6 +9,7 @@ metainfo = dict(classes=classes)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='CdetrClampBoxes'),  # as the official code: clamp to the image
     dict(type='Resize', scale=(img_size, img_size), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
@@ -28,7 +29,7 @@ train_dataloader = dict(
     num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
-        type='CocoDataset',
+        type='CdetrCocoDataset',
         data_root=data_root,
         metainfo=metainfo,
         ann_file='annotations/instances_train.json',
@@ -41,7 +42,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='CocoDataset',
+        type='CdetrCocoDataset',
         data_root=data_root,
         metainfo=metainfo,
         ann_file='annotations/instances_val.json',
@@ -50,7 +51,7 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='CocoMetric',
+    type='CdetrCocoMetric',
     ann_file=data_root + 'annotations/instances_val.json',
     metric='bbox')
 test_evaluator = val_evaluator

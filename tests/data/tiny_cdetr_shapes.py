@@ -52,6 +52,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='CdetrClampBoxes'),  # as the official code: clamp to the image
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
@@ -68,7 +69,7 @@ train_dataloader = dict(
     num_workers=0,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
-        type='CocoDataset',
+        type='CdetrCocoDataset',
         metainfo=dict(classes=classes),
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/'),
@@ -80,14 +81,14 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='CocoDataset',
+        type='CdetrCocoDataset',
         metainfo=dict(classes=classes),
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         test_mode=True,
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='CocoMetric', metric='bbox')
+val_evaluator = dict(type='CdetrCocoMetric', metric='bbox')
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
