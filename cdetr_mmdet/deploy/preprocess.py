@@ -58,15 +58,16 @@ class DeployPreprocessor:
         """
         scale, keep_ratio = None, False
         for step in _test_pipeline(cfg):
-            if step['type'] == 'Resize':
+            kind = step['type'].split('.')[-1]  # drop a scope ('mmdet.')
+            if kind == 'Resize':
                 if 'scale' not in step:
                     raise KeyError('test pipeline Resize needs "scale" (the '
                                    'deploy preprocessing does not support '
                                    'scale_factor)')
                 scale, keep_ratio = tuple(step['scale']), step.get(
                     'keep_ratio', False)
-            elif step['type'] not in ('LoadImageFromFile', 'LoadAnnotations',
-                                      'PackDetInputs'):
+            elif kind not in ('LoadImageFromFile', 'LoadImageFromNDArray',
+                              'LoadAnnotations', 'PackDetInputs'):
                 raise ValueError(
                     f'test pipeline step {step["type"]!r} is not supported '
                     'by the deploy preprocessing (supported: '
