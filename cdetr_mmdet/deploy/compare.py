@@ -13,7 +13,9 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
     order: a detection at rank ``i`` that differs is matched to the detection
     of ``out`` with the same label and the closest box among ranks whose
     score is within ``tol`` of ``ref``'s; only if none is found does it count
-    as a label mismatch.
+    as a label mismatch. A detection whose score ties with the last kept
+    score (the top-k boundary) may have its counterpart just outside ``out``'s
+    top-k: it is counted in ``boundary_ties`` and not compared.
 
     Args:
         ref (Sequence[np.ndarray]): ``scores`` (bs, k), ``labels`` (bs, k),
@@ -26,7 +28,7 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
     Returns:
         dict: ``score`` (max abs), ``box`` (max abs, normalised by the image
         size), ``box_px`` (max abs in input pixels) and ``label_mismatches``
-        (count of detections without a match).
+        (count of detections without a match) and ``boundary_ties``.
     """
     ref_scores, ref_labels, ref_boxes = (np.asarray(a) for a in ref)
     out_scores, out_labels, out_boxes = (np.asarray(a) for a in out)
@@ -34,8 +36,9 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
         raise ValueError(f'output shapes differ: {ref_scores.shape} and '
                          f'{out_scores.shape}')
     score = box = box_px = 0.
-    mismatches = 0
+    mismatches = boundary_ties = 0
     for b in range(ref_scores.shape[0]):
+        boundary = min(ref_scores[b].min(), out_scores[b].min())
         h, w = sizes[b]
         scale = np.array([w, h, w, h], np.float64)
         for i in range(ref_scores.shape[1]):
@@ -44,6 +47,9 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
                 & (out_labels[b] == ref_labels[b, i]))
             if ref_labels[b, i] == out_labels[b, i]:
                 candidates = np.union1d(candidates, [i])
+            if ref_scores[b, i] - boundary <= tol:
+                boundary_ties += 1
+                continue
             if not len(candidates):
                 mismatches += 1
                 continue
@@ -55,7 +61,7 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
             box = max(box, float((diffs[j] / scale).max()))
             box_px = max(box_px, float(diffs[j].max()))
     return dict(score=score, box=box, box_px=box_px,
-                label_mismatches=mismatches)
+                label_mismatches=mismatches, boundary_ties=boundary_ties)
 
 
 def within(diffs: Dict[str, float], tol: float) -> bool:

@@ -154,7 +154,8 @@ def export_onnx(detector: torch.nn.Module, cfg: Config, out_path: str,
                 f'images {sizes.tolist()}: max |score diff| '
                 f'{diffs["score"]:.2e}, max |box diff| {diffs["box"]:.2e} of '
                 f'the image size ({diffs["box_px"]:.2e} px), label '
-                f'mismatches {diffs["label_mismatches"]}')
+                f'mismatches {diffs["label_mismatches"]} (ties at the top-k '
+                f'boundary, not compared: {diffs["boundary_ties"]})')
             reports.append(diffs)
             if not within(diffs, tol):
                 raise ExportMismatchError(
