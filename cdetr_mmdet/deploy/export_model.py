@@ -23,14 +23,21 @@ class CdetrExportModel(nn.Module):
 
     Args:
         detector (CdetrConditionalDETR): The model, in eval mode.
+        raw (bool): Return the last decoder layer's class logits
+            (bs, num_queries, num_classes) and normalised cxcywh boxes
+            (bs, num_queries, 4) instead of the top-k detections: every
+            (query, class) pair, for parity checks of models whose top-k is
+            all ties (e.g. random weights). Defaults to False.
     """
 
-    def __init__(self, detector: CdetrConditionalDETR) -> None:
+    def __init__(self, detector: CdetrConditionalDETR,
+                 raw: bool = False) -> None:
         super().__init__()
         if not isinstance(detector, CdetrConditionalDETR):
             raise TypeError('CdetrExportModel exports CdetrConditionalDETR, '
                             f'got {type(detector).__name__}')
         self.detector = detector.eval()
+        self.raw = raw
 
     def forward(self, inputs: Tensor,
                 mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -65,6 +72,8 @@ class CdetrExportModel(nn.Module):
             memory=memory, memory_pos=pos, memory_mask=feat_mask)
         head = detector.bbox_head
         cls_logits, bbox_preds = head(hidden_states[-1:], references)
+        if self.raw:
+            return cls_logits[0], bbox_preds[0]
         scores, labels, boxes = head.topk_detections(cls_logits[0],
                                                      bbox_preds[0])
         valid = (~mask).float()

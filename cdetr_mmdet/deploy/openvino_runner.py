@@ -35,9 +35,10 @@ class OpenVINORunner(DeployRunner):
         if self.precision:
             config['INFERENCE_PRECISION_HINT'] = self.precision
         self.compiled = core.compile_model(model, 'CPU', config)
-        # What the plugin chose (e.g. bf16 or f32), for reports.
-        self.inference_precision = str(
-            self.compiled.get_property('INFERENCE_PRECISION_HINT'))
+        # What the plugin chose ('bf16', 'f32', ...), for reports and tests.
+        chosen = self.compiled.get_property('INFERENCE_PRECISION_HINT')
+        self.inference_precision = (chosen.get_type_name() if hasattr(
+            chosen, 'get_type_name') else str(chosen))
         self.request = self.compiled.create_infer_request()
         shape = model.inputs[0].get_partial_shape()  # (bs, 3, H, W)
         return tuple(shape[i].get_length() if shape[i].is_static else None
