@@ -64,7 +64,7 @@ def mmdet_predict(cfg, detector, images):
         return detector.test_step(data)
 
 
-def as_arrays(results, key_scores='scores'):
+def as_arrays(results):
     """Stack per-image results of equal k into (scores, labels, boxes)."""
     if hasattr(results[0], 'pred_instances'):
         results = [{k: getattr(r.pred_instances, k).numpy()
@@ -167,7 +167,7 @@ def test_export_refuses_a_mismatching_graph(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(exporter_module, '_run_onnxruntime', perturbed)
     path = tmp_path / 'bad.onnx'
     with pytest.raises(ExportMismatchError, match=re.escape(
-            f'the exported graph does not match PyTorch (tolerance 0.0001)')):
+            'the exported graph does not match PyTorch (tolerance 0.0001)')):
         export_onnx(detector, cfg, str(path), (64, 64), log=lambda *_: None)
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temp
 
