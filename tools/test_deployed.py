@@ -73,7 +73,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
 
         from cdetr_mmdet.deploy.compare import compare_detections
         detector = init_detector(cfg, args.checkpoint, device='cpu')
-        diffs = dict(score=0., box=0., label_mismatches=0, boundary_ties=0)
+        diffs = dict(score=0., box=0., label_mismatches=0, boundary_ties=0,
+                     compared=0)
     start = time.perf_counter()
     for first in range(0, num, batch_size):
         infos = [dataset.get_data_info(i)
@@ -103,7 +104,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         print(f'vs PyTorch ({args.checkpoint}) on the same {num} images: '
               f'max |score diff| {diffs["score"]:.2e}, max |box diff| '
               f'{diffs["box"]:.2e} of the original image size, label '
-              f'mismatches {diffs["label_mismatches"]} (top-k boundary ties '
+              f'mismatches {diffs["label_mismatches"]} ({diffs["compared"]} '
+              f'detections compared; top-k boundary ties '
               f'not compared: {diffs["boundary_ties"]})')
     if args.out:
         Path(args.out).write_text(json.dumps(dict(

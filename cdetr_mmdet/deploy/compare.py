@@ -28,7 +28,8 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
     Returns:
         dict: ``score`` (max abs), ``box`` (max abs, normalised by the image
         size), ``box_px`` (max abs in input pixels) and ``label_mismatches``
-        (count of detections without a match) and ``boundary_ties``.
+        (count of detections without a match), ``boundary_ties`` and
+        ``compared`` (detections matched and measured).
     """
     ref_scores, ref_labels, ref_boxes = (np.asarray(a) for a in ref)
     out_scores, out_labels, out_boxes = (np.asarray(a) for a in out)
@@ -36,7 +37,7 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
         raise ValueError(f'output shapes differ: {ref_scores.shape} and '
                          f'{out_scores.shape}')
     score = box = box_px = 0.
-    mismatches = boundary_ties = 0
+    mismatches = boundary_ties = compared = 0
     for b in range(ref_scores.shape[0]):
         boundary = min(ref_scores[b].min(), out_scores[b].min())
         h, w = sizes[b]
@@ -56,12 +57,14 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray],
             diffs = np.abs(out_boxes[b, candidates].astype(np.float64)
                            - ref_boxes[b, i])  # (n, 4)
             j = int(np.argmin((diffs / scale).max(1)))
+            compared += 1
             score = max(score, float(abs(out_scores[b, candidates[j]]
                                          - ref_scores[b, i])))
             box = max(box, float((diffs[j] / scale).max()))
             box_px = max(box_px, float(diffs[j].max()))
     return dict(score=score, box=box, box_px=box_px,
-                label_mismatches=mismatches, boundary_ties=boundary_ties)
+                label_mismatches=mismatches, boundary_ties=boundary_ties,
+                compared=compared)
 
 
 def within(diffs: Dict[str, float], tol: float) -> bool:
