@@ -108,7 +108,10 @@ def export_onnx(detector: torch.nn.Module, cfg: Config, out_path: str,
     if max_per_img is not None:
         head.max_per_img = max_per_img
     model = CdetrExportModel(detector).eval()  # eval: also after export
-    trace_inputs = example_batch([shape] * batch, shape, seed=0)
+    # torch.export specialises dimensions of size 1: trace a dynamic batch
+    # with two images.
+    trace_batch = max(batch, 2) if dynamic else batch
+    trace_inputs = example_batch([shape] * trace_batch, shape, seed=0)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = out_path.with_name(f'.{out_path.name}.{os.getpid()}.tmp')
