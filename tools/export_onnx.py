@@ -69,9 +69,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = Config.fromfile(args.config)
     detector = init_detector(cfg, args.checkpoint, device='cpu')
     shape = tuple(args.shape) if args.shape else default_shape(cfg)
-    print(f'exporting {args.config} + {args.checkpoint}: input '
-          f'{args.batch}x3x{shape[0]}x{shape[1]}'
-          f'{" (dynamic batch, height, width)" if args.dynamic else " (static)"}')
+    if args.dynamic:  # a dynamic batch is traced with two images
+        what = (f'traced with {max(args.batch, 2)}x3x{shape[0]}x{shape[1]}, '
+                'dynamic batch, height and width')
+    else:
+        what = f'static input {args.batch}x3x{shape[0]}x{shape[1]}'
+    print(f'exporting {args.config} + {args.checkpoint}: {what}')
     try:
         export_onnx(detector, cfg, args.out, shape, batch=args.batch,
                     dynamic=args.dynamic, opset=args.opset,
