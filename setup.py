@@ -37,6 +37,10 @@ setup(
     extras_require={
         'tests': ['pytest', 'transformers', 'safetensors', 'matplotlib'],
         'plot': ['matplotlib'],
+        # ONNX export and the ONNX Runtime / OpenVINO runners (docs/deploy.md);
+        # onnxscript is what torch.onnx.export(dynamo=True) needs.
+        'deploy': ['onnx>=1.16', 'onnxruntime>=1.18', 'openvino>=2024.0',
+                   'onnxscript'],
     },
     zip_safe=False,
 )

@@ -208,6 +208,30 @@ class CdetrHead(BaseModule):
                                     [s.metainfo for s in batch_data_samples],
                                     rescale)
 
+    def topk_detections(self, cls_logits: Tensor, bbox_preds: Tensor
+                        ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Top-k (``max_per_img``) over all (query, class) sigmoid scores.
+
+        Shared by :meth:`predict_by_feat` and the ONNX export
+        (``cdetr_mmdet.deploy``), so both run the same post-processing.
+
+        Args:
+            cls_logits (Tensor): (bs, num_queries, num_classes).
+            bbox_preds (Tensor): (bs, num_queries, 4) normalised cxcywh.
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: ``scores`` (bs, k), ``labels``
+            (bs, k) and ``boxes`` (bs, k, 4) normalised xyxy, best first.
+        """
+        bs, num_queries, num_classes = cls_logits.shape
+        k = min(self.max_per_img, num_queries * num_classes)
+        scores, index = cls_logits.sigmoid().flatten(1).topk(k)  # (bs, k)
+        labels = index % num_classes
+        query = torch.div(index, num_classes, rounding_mode='floor')
+        boxes = bbox_cxcywh_to_xyxy(  # (bs, k, 4)
+            bbox_preds.gather(1, query[..., None].expand(-1, -1, 4)))
+        return scores, labels, boxes
+
     def predict_by_feat(self, cls_logits: Tensor, bbox_preds: Tensor,
                         batch_img_metas: List[dict],
                         rescale: bool = True) -> List[InstanceData]:
@@ -226,13 +250,7 @@ class CdetrHead(BaseModule):
         Returns:
             list[InstanceData]: See :meth:`predict`.
         """
-        bs, num_queries, num_classes = cls_logits.shape
-        k = min(self.max_per_img, num_queries * num_classes)
-        scores, index = cls_logits.sigmoid().flatten(1).topk(k)  # (bs, k)
-        labels = index % num_classes
-        query = torch.div(index, num_classes, rounding_mode='floor')
-        boxes = bbox_cxcywh_to_xyxy(  # (bs, k, 4)
-            bbox_preds.gather(1, query[..., None].expand(-1, -1, 4)))
+        scores, labels, boxes = self.topk_detections(cls_logits, bbox_preds)
         results = []
         for i, meta in enumerate(batch_img_metas):
             img_h, img_w = meta['img_shape']

@@ -1,0 +1,40 @@
+"""Smoke test of ``benchmarks/speed_deploy.py --quick`` (no timing checks)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+for _name in ('onnx', 'onnxruntime', 'openvino'):
+    pytest.importorskip(_name, reason="the deploy extra is not installed: "
+                        "pip install -e '.[deploy]'")
+
+
+def test_speed_deploy_quick_writes_the_expected_json(tmp_path):
+    out = tmp_path / 'speed_deploy.json'
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'speed_deploy.py'),
+         '--quick', '--threads', '1', '--out', str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'x mmdet' in proc.stdout  # the tables
+    result = json.loads(out.read_text())
+    variants = ['mmdet', 'ours', 'ours:onnxruntime', 'ours:openvino',
+                'ours:openvino-fp32']
+    assert result['config']['variants'] == variants
+    assert set(result['results']) == {'1x64x96', '2x64x64'}
+    for setting in result['results'].values():
+        assert setting['mmdet']['ratio_vs_mmdet'] == 1.0
+        for name in variants:
+            res = setting[name]
+            assert res['n'] == 2
+            assert res['min_ms'] <= res['median_ms'] <= res['max_ms']
+        fp32 = ['ours:onnxruntime', 'ours:openvino-fp32'] + (
+            ['ours:openvino'] if result['openvino_precision'][
+                'ours:openvino'] == 'f32' else [])  # bf16 CPUs: not fp32
+        for name in fp32:  # the exported graph reproduces ours
+            diffs = setting[name]['diff_vs_ours']
+            assert diffs['label_mismatches'] == 0
+            assert diffs['score'] <= 1e-4 and diffs['box'] <= 1e-4

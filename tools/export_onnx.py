@@ -1,0 +1,90 @@
+"""Export a Conditional DETR checkpoint to ONNX, verified against PyTorch.
+
+    python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--dynamic]
+        [--shape H W] [--batch N] [--opset 17] [--max-per-img K]
+        [--exporter torchscript|dynamo]
+
+The graph takes a normalised, zero-padded batch ``inputs`` (bs, 3, H, W)
+float32 and its padding mask ``mask`` (bs, H, W) bool (True at padding) and
+returns the top-k ``scores`` (bs, k), ``labels`` (bs, k) and ``boxes``
+(bs, k, 4) xyxy in input pixels. The file is checked with onnx.checker, run
+with ONNX Runtime against PyTorch on new inputs (the differences are
+printed) and written only if they match. See docs/deploy.md.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # source checkout
+
+import cdetr_mmdet  # noqa: E402,F401  (registers modules, safe checkpoint globals)
+
+
+def default_shape(cfg) -> Tuple[int, int]:
+    """(H, W) of the largest landscape image the test ``Resize`` gives."""
+    from cdetr_mmdet.deploy import DeployPreprocessor
+    scale = DeployPreprocessor.from_config(cfg).scale
+    if scale is None:
+        raise ValueError('the test pipeline has no Resize: pass --shape H W')
+    return min(scale), max(scale)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='model config (e.g. work_dirs/demo/config.py)')
+    parser.add_argument('checkpoint', help='checkpoint (.pth)')
+    parser.add_argument('out', help='output .onnx file')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='dynamic batch size, height and width')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='traced (static: the only) input size; default '
+                        'the test Resize scale, landscape (e.g. 800 1333)')
+    parser.add_argument('--batch', type=int, default=1,
+                        help='traced (static: the only) batch size')
+    parser.add_argument('--opset', type=int, default=17)
+    parser.add_argument('--max-per-img', type=int, default=None,
+                        help="top-k in the graph (default: the config's "
+                        'test_cfg.max_per_img)')
+    parser.add_argument('--exporter', default='torchscript',
+                        choices=['torchscript', 'dynamo'],
+                        help='torch.onnx.export(dynamo=False) (default, fast) '
+                        'or the torch.export-based exporter')
+    parser.add_argument('--tol', type=float, default=1e-4,
+                        help='max score / normalised box difference allowed')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Export; returns the exit status (1 when the export does not match)."""
+    args = parse_args(argv)
+    from mmdet.apis import init_detector
+    from mmengine.config import Config
+
+    from cdetr_mmdet.deploy.exporter import ExportMismatchError, export_onnx
+    from cdetr_mmdet.deploy.requirements import import_optional
+    for name in ('onnx', 'onnxruntime'):
+        import_optional(name)  # fail before loading the model
+    cfg = Config.fromfile(args.config)
+    detector = init_detector(cfg, args.checkpoint, device='cpu')
+    shape = tuple(args.shape) if args.shape else default_shape(cfg)
+    if args.dynamic:  # a dynamic batch is traced with two images
+        what = (f'traced with {max(args.batch, 2)}x3x{shape[0]}x{shape[1]}, '
+                'dynamic batch, height and width')
+    else:
+        what = f'static input {args.batch}x3x{shape[0]}x{shape[1]}'
+    print(f'exporting {args.config} + {args.checkpoint}: {what}')
+    try:
+        export_onnx(detector, cfg, args.out, shape, batch=args.batch,
+                    dynamic=args.dynamic, opset=args.opset,
+                    max_per_img=args.max_per_img, exporter=args.exporter,
+                    tol=args.tol)
+    except ExportMismatchError as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
