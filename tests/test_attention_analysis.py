@@ -195,3 +195,21 @@ def test_tool_errors(image, tmp_path):
         tool.main([config, ckpt, str(image), '--heads', '0', '8'])
     assert err.value.code == ('error: --heads [8] out of range: this model has 8 heads, '
                               'allowed 0..7')
+
+
+def test_box_regions():
+    from cdetr_mmdet.analysis.box_regions import REGIONS, region_index, region_mass
+    # 8 x 8 cells of 16 px; a box over cells x 2..5, y 1..6 (inclusive).
+    regions = region_index((32., 16., 96., 112.), (8, 8), (128, 128))
+    names = [[REGIONS[i] for i in row] for row in regions.tolist()]
+    assert names[0][0] == 'outside' and names[3][7] == 'outside'
+    assert names[3][2] == 'left' and names[3][5] == 'right'
+    assert names[1][3] == 'top' and names[6][4] == 'bottom'
+    assert names[3][3] == 'inside' and names[4][4] == 'inside'
+    attn = torch.zeros(2, 8, 8)
+    attn[0, 3, 2] = attn[0, 4, 2] = 0.5  # the left edge
+    attn[1] = 1 / 64  # uniform
+    mass = region_mass(attn, regions)
+    assert mass[0].tolist() == [0, 1, 0, 0, 0, 0]
+    torch.testing.assert_close(mass[1].sum(), torch.tensor(1.))
+    assert mass[1, 5] == pytest.approx(40 / 64)  # 24 of the 64 cells are in the box
