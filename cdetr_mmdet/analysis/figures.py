@@ -64,8 +64,8 @@ def upsample_map(attn: Tensor, batch_input_shape: Sequence[int],
 def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
                          meta: dict, batch_index: int, query: int,
                          layer: int, heads: Sequence[int], title: str,
-                         out_path: Path, panel_inches: float = 1.6,
-                         dpi: int = 90) -> Path:
+                         out_path: Path, panel_inches: float = 1.5,
+                         dpi: int = 80) -> Path:
     """One query's spatial / content / combined maps, one column per head.
 
     Each map is upsampled, overlaid on the image (per-panel colour range) and
@@ -83,8 +83,8 @@ def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
         heads (Sequence[int]): Heads to draw, one column each.
         title (str): Figure title.
         out_path (Path): PNG to write.
-        panel_inches (float): Size of one panel. Defaults to 1.6.
-        dpi (int): Resolution. Defaults to 90.
+        panel_inches (float): Size of one panel. Defaults to 1.5.
+        dpi (int): Resolution. Defaults to 80.
 
     Returns:
         Path: ``out_path``.
@@ -124,7 +124,16 @@ def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=dpi)
     plt.close(fig)
+    save_palette_png(out_path)
     return out_path
+
+
+def save_palette_png(path: Path) -> None:
+    """Rewrite an RGB(A) PNG with a 256-colour palette (about 3x smaller)."""
+    from PIL import Image
+    with Image.open(path) as img:
+        small = img.convert('RGB').quantize(colors=256)
+    small.save(path, optimize=True)
 
 
 def top_queries(maps: CrossAttentionMaps, batch_index: int, top_k: int,
