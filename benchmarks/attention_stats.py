@@ -52,6 +52,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='box expansion on each side, in feature cells (default: 0.5)')
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default: 1)')
+    parser.add_argument('--figure-images', type=int, nargs='*', default=[],
+                        help='val image indices to draw (Figure-4 PNG per model and epoch of the '
+                        'query that best matches the largest object; default: none)')
+    parser.add_argument('--figure-dir', default=None,
+                        help='where those PNGs go (default: next to OUT)')
     parser.add_argument('--out', default=str(REPO / 'work_dirs' / 'attention_stats'),
                         help='writes OUT.json and OUT.md')
     return parser.parse_args(argv)
@@ -71,7 +76,30 @@ def build_model(model_name: str, checkpoint: Path, data_dir: Path):
     return model.eval(), cfg
 
 
-def measure(model, cfg, num_images: int, batch_size: int, margin: float) -> Dict:
+def draw_figure(maps, b: int, sample, label: str, out_path: Path) -> Path:
+    """Figure-4 PNG of the query best matching the image's largest ground-truth box."""
+    import mmcv
+    from mmdet.structures.bbox import bbox_overlaps
+
+    from cdetr_mmdet.analysis.figures import draw_query_attention
+    gts = sample.gt_instances
+    largest = int(((gts.bboxes[:, 2] - gts.bboxes[:, 0])
+                   * (gts.bboxes[:, 3] - gts.bboxes[:, 1])).argmax())
+    iou = bbox_overlaps(gts.bboxes[largest:largest + 1], maps.boxes[b])[0]
+    query = int(iou.argmax())
+    h, w = sample.metainfo['img_shape']
+    image = mmcv.imresize(mmcv.imread(sample.metainfo['img_path'], channel_order='rgb'), (w, h))
+    layer = maps.num_layers - 1
+    title = (f'{label}: query {query}, predicted box IoU {float(iou[query]):.2f} with the '
+             f'largest object, score {float(maps.scores[b, query]):.2f}, decoder layer '
+             f'{layer + 1}/{maps.num_layers}')
+    return draw_query_attention(image, maps, sample.metainfo, b, query, layer,
+                                range(maps.num_heads), title, out_path)
+
+
+def measure(model, cfg, num_images: int, batch_size: int, margin: float,
+            figure_images=(), figure_prefix: Optional[Path] = None,
+            label: str = '') -> Dict:
     """Sum the statistics over the val images; returns per-layer/head means."""
     import torch
     from mmdet.registry import DATASETS
@@ -93,6 +121,10 @@ def measure(model, cfg, num_images: int, batch_size: int, margin: float) -> Dict
             gts = sample.gt_instances.bboxes
             if len(gts) == 0:
                 continue
+            if start + b in figure_images:
+                png = draw_figure(maps, b, sample, label,
+                                  Path(f'{figure_prefix}_img{start + b}.png'))
+                print(f'  wrote {png}', flush=True)
             iou = bbox_overlaps(gts, maps.boxes[b])  # (num_gts, nq)
             best_iou, queries = iou.max(1)
             for q, value in zip(queries.tolist(), best_iou.tolist()):
@@ -148,6 +180,7 @@ def markdown(results: List[Dict], margin: float) -> str:
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
     """Measure every (model, epoch); write OUT.json and OUT.md."""
     args = parse_args(argv)
+    from convergence import MODELS
     import torch
     torch.set_num_threads(args.threads)
     import cdetr_mmdet  # noqa: F401  (our modules, safe checkpoint globals)
@@ -162,8 +195,11 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
             start = time.perf_counter()
             print(f'[attention_stats] {model_name} epoch {epoch}: {ckpt}', flush=True)
             model, cfg = build_model(model_name, ckpt, Path(args.data_dir).resolve())
+            prefix = Path(args.figure_dir or Path(args.out).parent) / f'{model_name}_epoch{epoch}'
+            label = f'{MODELS[model_name][1]}, epoch {epoch}'
             row = dict(model=model_name, epoch=epoch, checkpoint=str(ckpt),
-                       **measure(model, cfg, args.num_images, args.batch_size, args.margin))
+                       **measure(model, cfg, args.num_images, args.batch_size, args.margin,
+                                 set(args.figure_images), prefix, label))
             row['seconds'] = round(time.perf_counter() - start, 1)
             results.append(row)
     out = Path(args.out)

@@ -68,9 +68,10 @@ def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
                          dpi: int = 80) -> Path:
     """One query's spatial / content / combined maps, one column per head.
 
-    Each map is upsampled, overlaid on the image (per-panel colour range) and
-    shown with the predicted box (white) and, for conditional models, the
-    reference point (red cross).
+    Each map is upsampled, overlaid on the image (colour range per panel, from
+    0 to the map's peak weight, which is printed in its corner) and shown with
+    the predicted box (white) and, for conditional models, the reference point
+    (red cross).
 
     Args:
         image (np.ndarray): RGB image as fed to the model, (h, w, 3).
@@ -110,6 +111,10 @@ def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
                                    edgecolor='white'))
             if ref is not None:
                 ax.plot(*ref, marker='x', color='red', ms=6, mew=1.5)
+            # Colours are per panel: the peak weight tells a sharp map from a
+            # flat one (a flat map's weight is 1 / unpadded keys).
+            ax.text(1, 1, f'max {float(attn.max()):.2f}', fontsize=6, va='top',
+                    color='white', bbox=dict(facecolor='black', alpha=0.6, pad=1, lw=0))
             ax.set_xlim(0, w)
             ax.set_ylim(h, 0)
             ax.set_xticks([])
