@@ -85,6 +85,13 @@ def best_f1_threshold(table: Dict) -> Dict:
     return max(candidates, key=lambda s: (s['f1'], s['score_thr']))
 
 
+def _overlaps(rect: Tuple[float, float, float, float],
+              others: List[Tuple[float, float, float, float]]) -> bool:
+    """Whether an (x0, y0, x1, y1) rectangle intersects any of ``others``."""
+    return any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3]
+               for o in others)
+
+
 def draw_gt_and_prediction(image: np.ndarray, gt_boxes: np.ndarray,
                            gt_labels: Sequence[int], boxes: np.ndarray,
                            labels: Sequence[int], scores: Sequence[float],
@@ -116,17 +123,24 @@ def draw_gt_and_prediction(image: np.ndarray, gt_boxes: np.ndarray,
     fig, axes = plt.subplots(1, 2, figsize=(2 * w * scale / dpi, h * scale / dpi + 0.4))
     panels = ((axes[0], gt_boxes, gt_labels, None, 'ground truth'),
               (axes[1], boxes, labels, scores, f'prediction ({len(boxes)})'))
+    # Label extent in image pixels (9 pt text at this scale), to avoid overlaps.
+    char_w, text_h = 6.5 / scale, 15. / scale
     for ax, bxs, lbls, scs, name in panels:
         ax.imshow(image, interpolation='nearest')
+        placed: List[Tuple[float, float, float, float]] = []
         for i, (box, label) in enumerate(zip(bxs, lbls)):
             color = COLORS[int(label) % len(COLORS)]
             ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
                                    fill=False, lw=2, edgecolor=color))
             text = classes[int(label)] + ('' if scs is None else f' {scs[i]:.2f}')
-            # Above the box (inside the image at the top edge), not over the shape.
-            y = box[1] - 1 if box[1] > 8 else box[3] + 1
-            ax.text(box[0], y, text, fontsize=9, color='white',
-                    va='bottom' if box[1] > 8 else 'top',
+            # Above the box, not over the shape; below it when the top is
+            # taken (image edge or another label).
+            width = char_w * len(text)
+            above = (box[0], box[1] - text_h, box[0] + width, box[1])
+            below = (box[0], box[3], box[0] + width, box[3] + text_h)
+            spot = above if above[1] >= 0 and not _overlaps(above, placed) else below
+            placed.append(spot)
+            ax.text(spot[0], spot[3], text, fontsize=9, color='white', va='bottom',
                     bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0))
         ax.set_title(name, fontsize=10)
         ax.set_xlim(0, w)
