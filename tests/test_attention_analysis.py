@@ -1,5 +1,6 @@
 """cdetr_mmdet.analysis: the decomposed cross-attention and tools/vis_attention.py."""
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,23 @@ def test_box_regions():
     assert mass[0].tolist() == [0, 1, 0, 0, 0, 0]
     torch.testing.assert_close(mass[1].sum(), torch.tensor(1.))
     assert mass[1, 5] == pytest.approx(40 / 64)  # 24 of the 64 cells are in the box
+
+
+def test_best_f1_threshold(tmp_path):
+    from cdetr_mmdet.analysis.detections import best_f1_threshold, stats_at, threshold_table
+    ann = dict(images=[dict(id=1, file_name='a.png')], categories=[dict(id=1, name='x')],
+               annotations=[dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 10, 10]),
+                            dict(id=2, image_id=1, category_id=1, bbox=[50, 50, 10, 10])])
+    dets = [dict(image_id=1, category_id=1, bbox=[0, 0, 10, 10], score=0.9),
+            dict(image_id=1, category_id=1, bbox=[1, 0, 10, 10], score=0.8),  # duplicate
+            dict(image_id=1, category_id=1, bbox=[50, 51, 10, 10], score=0.5),
+            dict(image_id=1, category_id=1, bbox=[90, 90, 5, 5], score=0.3)]  # false positive
+    (tmp_path / 'ann.json').write_text(json.dumps(ann))
+    (tmp_path / 'dets.json').write_text(json.dumps(dets))
+    table = threshold_table(str(tmp_path / 'dets.json'), str(tmp_path / 'ann.json'))
+    assert stats_at(table, 0.85) == dict(score_thr=0.85, detections=1, precision=1.0,
+                                         recall=0.5, f1=0.667, duplicates=0)
+    assert stats_at(table, 0.25)['duplicates'] == 1 and stats_at(table, 0.25)['f1'] == 0.667
+    # F1 0.8 from 0.31 to 0.50 (3 detections, 2 right); ties go to the higher threshold.
+    assert best_f1_threshold(table) == dict(score_thr=0.5, detections=3, precision=0.667,
+                                            recall=1.0, f1=0.8, duplicates=1)
