@@ -105,7 +105,7 @@ def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
             attn = getattr(maps, name)[layer, batch_index, head, query]
             ax.imshow(image)
             ax.imshow(upsample_map(attn, meta['batch_input_shape'], (h, w)),
-                      cmap='jet', alpha=0.55, vmin=0.0)
+                      cmap='jet', alpha=0.5, vmin=0.0)
             ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0],
                                    box[3] - box[1], fill=False, lw=1.2,
                                    edgecolor='white'))
