@@ -38,7 +38,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line options."""
     from convergence import MODELS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
+    parser.add_argument('--models', nargs='*', choices=list(MODELS), default=list(MODELS))
     parser.add_argument('--epochs', type=int, nargs='+', default=[5, 30],
                         help='checkpoints to measure (default: 5 30)')
     parser.add_argument('--seed', type=int, default=0, help='training seed of the runs (0)')
@@ -52,6 +52,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='box expansion on each side, in feature cells (default: 0.5)')
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default: 1)')
+    parser.add_argument('--model-file', nargs=4, action='append', default=[],
+                        metavar=('NAME', 'EPOCH', 'CONFIG', 'CHECKPOINT'),
+                        help='also measure this config + checkpoint on its own val set '
+                        '(repeatable; e.g. the demo model)')
     parser.add_argument('--figure-images', type=int, nargs='*', default=[],
                         help='val image indices to draw (Figure-4 PNG per model and epoch of the '
                         'query that best matches the largest object; default: none)')
@@ -62,14 +66,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_model(model_name: str, checkpoint: Path, data_dir: Path):
-    """The convergence config with its data paths set, weights loaded, eval mode."""
-    from convergence import CONFIG_DIR, MODELS
+def build_model(config: Path, checkpoint: Path, data_dir: Optional[Path]):
+    """A config (data root set unless None), weights loaded, eval mode."""
     from mmdet.registry import MODELS as REGISTRY
     from mmengine.config import Config
     from mmengine.runner import load_checkpoint
-    cfg = Config.fromfile(str(CONFIG_DIR / MODELS[model_name][0]))
-    cfg.val_dataloader.dataset.data_root = str(data_dir) + '/'
+    cfg = Config.fromfile(str(config))
+    if data_dir is not None:
+        cfg.val_dataloader.dataset.data_root = str(data_dir) + '/'
     cfg.model.backbone.init_cfg = None  # the checkpoint holds the backbone
     model = REGISTRY.build(cfg.model)
     load_checkpoint(model, str(checkpoint), map_location='cpu', logger='silent')
@@ -187,21 +191,26 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     results = []
-    for model_name in args.models:
-        for epoch in args.epochs:
-            ckpt = Path(args.keep_dir) / f'{model_name}_seed{args.seed}' / f'epoch_{epoch}.pth'
-            if not ckpt.is_file():
-                sys.exit(f'error: no checkpoint {ckpt}')
-            start = time.perf_counter()
-            print(f'[attention_stats] {model_name} epoch {epoch}: {ckpt}', flush=True)
-            model, cfg = build_model(model_name, ckpt, Path(args.data_dir).resolve())
-            prefix = Path(args.figure_dir or Path(args.out).parent) / f'{model_name}_epoch{epoch}'
-            label = f'{MODELS[model_name][1]}, epoch {epoch}'
-            row = dict(model=model_name, epoch=epoch, checkpoint=str(ckpt),
-                       **measure(model, cfg, args.num_images, args.batch_size, args.margin,
-                                 set(args.figure_images), prefix, label))
-            row['seconds'] = round(time.perf_counter() - start, 1)
-            results.append(row)
+    from convergence import CONFIG_DIR
+    runs = [(name, epoch, CONFIG_DIR / MODELS[name][0],
+             Path(args.keep_dir) / f'{name}_seed{args.seed}' / f'epoch_{epoch}.pth',
+             Path(args.data_dir).resolve(), MODELS[name][1])
+            for name in args.models for epoch in args.epochs]
+    runs += [(name, int(epoch), Path(config), Path(ckpt), None, name)
+             for name, epoch, config, ckpt in args.model_file]
+    for name, epoch, config, ckpt, data_dir, title in runs:
+        if not ckpt.is_file():
+            sys.exit(f'error: no checkpoint {ckpt}')
+    for name, epoch, config, ckpt, data_dir, title in runs:
+        start = time.perf_counter()
+        print(f'[attention_stats] {name} epoch {epoch}: {ckpt}', flush=True)
+        model, cfg = build_model(config, ckpt, data_dir)
+        prefix = Path(args.figure_dir or Path(args.out).parent) / f'{name}_epoch{epoch}'
+        row = dict(model=name, epoch=epoch, checkpoint=str(ckpt),
+                   **measure(model, cfg, args.num_images, args.batch_size, args.margin,
+                             set(args.figure_images), prefix, f'{title}, epoch {epoch}'))
+        row['seconds'] = round(time.perf_counter() - start, 1)
+        results.append(row)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(margin_cells=args.margin, num_images=args.num_images, seed=args.seed,
