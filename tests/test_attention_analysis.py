@@ -224,10 +224,13 @@ def test_best_f1_threshold(tmp_path):
     dets = [dict(image_id=1, category_id=1, bbox=[0, 0, 10, 10], score=0.9),
             dict(image_id=1, category_id=1, bbox=[1, 0, 10, 10], score=0.8),  # duplicate
             dict(image_id=1, category_id=1, bbox=[50, 51, 10, 10], score=0.5),
-            dict(image_id=1, category_id=1, bbox=[90, 90, 5, 5], score=0.3)]  # false positive
+            dict(image_id=1, category_id=1, bbox=[90, 90, 5, 5], score=0.3),  # false positive
+            # The first query's box again, under another class: counted once.
+            dict(image_id=1, category_id=2, bbox=[0, 0, 10, 10], score=0.85)]
     (tmp_path / 'ann.json').write_text(json.dumps(ann))
     (tmp_path / 'dets.json').write_text(json.dumps(dets))
     table = threshold_table(str(tmp_path / 'dets.json'), str(tmp_path / 'ann.json'))
+    assert table['scores'].tolist() == [0.9, 0.8, 0.5, 0.3]
     assert stats_at(table, 0.85) == dict(score_thr=0.85, detections=1, precision=1.0,
                                          recall=0.5, f1=0.667, duplicates=0)
     assert stats_at(table, 0.25)['duplicates'] == 1 and stats_at(table, 0.25)['f1'] == 0.667

@@ -113,13 +113,17 @@ def visualise(config: Path, checkpoint: str, images: List[str], ann_file: str, o
     import mmcv
     from mmdet.apis import inference_detector, init_detector
 
-    from cdetr_mmdet.analysis.detections import draw_gt_and_prediction, gt_of_image
+    from cdetr_mmdet.analysis.detections import (best_class_per_box, draw_gt_and_prediction,
+                                                 gt_of_image)
     model = init_detector(str(config), checkpoint, device='cpu')
     classes = model.dataset_meta['classes']
     pngs = []
     for image in images:
         pred = inference_detector(model, image).pred_instances
-        keep = pred.scores >= score_thr
+        pred = pred[pred.scores >= score_thr]
+        # One query's box listed under two classes is drawn once (best class).
+        keep = best_class_per_box(pred.bboxes.numpy(), pred.labels.tolist(),
+                                  pred.scores.tolist())
         gt_boxes, gt_labels = gt_of_image(ann_file, Path(image).name, classes)
         pngs.append(draw_gt_and_prediction(
             mmcv.imread(image, channel_order='rgb'), gt_boxes, gt_labels,

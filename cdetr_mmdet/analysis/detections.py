@@ -28,8 +28,9 @@ def threshold_table(results_file: str, ann_file: str,
                     iou_thr: float = 0.5) -> Dict:
     """Precision, recall and duplicates of the detections above each score.
 
-    Detections are matched greedily in score order to unmatched ground truth of
-    their class and image with IoU >= ``iou_thr``; an unmatched detection whose
+    Identical boxes of one image (one query listed under several classes) count
+    once, with their best score. Detections are matched greedily in score order
+    to unmatched ground truth of their class and image with IoU >= ``iou_thr``; an unmatched detection whose
     best same-class overlap is an already matched box counts as a duplicate.
 
     Args:
@@ -44,6 +45,11 @@ def threshold_table(results_file: str, ann_file: str,
     """
     dets = sorted(json.loads(Path(results_file).read_text()),
                   key=lambda d: -d['score'])
+    # A sigmoid head's top-k over (query, class) can list one query's box
+    # under several classes; count (and draw) each box once, its best class.
+    seen = set()
+    dets = [d for d in dets if (d['image_id'], tuple(d['bbox'])) not in seen
+            and not seen.add((d['image_id'], tuple(d['bbox'])))]
     gts: Dict[Tuple[int, int], np.ndarray] = {}
     for ann in json.loads(Path(ann_file).read_text())['annotations']:
         key = (ann['image_id'], ann['category_id'])
@@ -90,6 +96,27 @@ def _overlaps(rect: Tuple[float, float, float, float],
     """Whether an (x0, y0, x1, y1) rectangle intersects any of ``others``."""
     return any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3]
                for o in others)
+
+
+def best_class_per_box(boxes: np.ndarray, labels: Sequence[int],
+                        scores: Sequence[float]) -> List[int]:
+    """Indices keeping each distinct box once, with its best score.
+
+    Args:
+        boxes (np.ndarray): (n, 4) boxes, sorted by descending score.
+        labels (Sequence[int]): Their classes.
+        scores (Sequence[float]): Their scores, descending.
+
+    Returns:
+        list[int]: The kept indices, in the input order.
+    """
+    seen, keep = set(), []
+    for i, box in enumerate(boxes):
+        key = tuple(np.round(np.asarray(box, float), 3))
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
 
 
 def draw_gt_and_prediction(image: np.ndarray, gt_boxes: np.ndarray,
