@@ -178,6 +178,14 @@ def markdown(results: List[Dict], margin: float) -> str:
             top = max(range(len(in_box)), key=in_box.__getitem__)
             cells.append(f"{r['regions'][top]} {in_box[top] / max(sum(in_box), 1e-9):.2f}")
         lines.append(f"| {r['model']} | {r['epoch']} | " + ' | '.join(cells) + ' |')
+    regions = results[0]['regions']
+    lines += ['', 'Spatial map, last decoder layer: mean mass per region, per head.', '',
+              '| model | epoch | head | ' + ' | '.join(regions) + ' |',
+              '| --- | --- | --- | ' + ' | '.join('---' for _ in regions) + ' |']
+    for r in results:
+        for head, mass in enumerate(r['spatial_regions'][-1]):
+            lines.append(f"| {r['model']} | {r['epoch']} | {head} | "
+                         + ' | '.join(f'{m:.2f}' for m in mass) + ' |')
     return '\n'.join(lines) + '\n'
 
 
