@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # convergence
 
 MAPS = ('spatial', 'content', 'combined')
+CONVERGENCE_DATA = REPO / 'work_dirs' / 'convergence' / 'data'
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -44,8 +45,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='training seed of the runs (0)')
     parser.add_argument('--keep-dir', default=str(REPO / 'work_dirs' / 'convergence_keep'),
                         help='holds <model>_seed<seed>/epoch_<N>.pth')
-    parser.add_argument('--data-dir', default=str(REPO / 'work_dirs' / 'convergence' / 'data'),
-                        help="the convergence benchmark's data (annotations/, val/)")
+    parser.add_argument('--data-dir',
+                        help="val data root (annotations/, val/); default: the convergence "
+                        "benchmark's work_dirs/convergence/data for its models, each "
+                        "--model-file config's own")
     parser.add_argument('--num-images', type=int, default=0,
                         help='first N val images only (default: 0 = all)')
     parser.add_argument('--margin', type=float, default=0.5,
@@ -202,9 +205,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from convergence import CONFIG_DIR
     runs = [(name, epoch, CONFIG_DIR / MODELS[name][0],
              Path(args.keep_dir) / f'{name}_seed{args.seed}' / f'epoch_{epoch}.pth',
-             Path(args.data_dir).resolve(), MODELS[name][1])
+             Path(args.data_dir or CONVERGENCE_DATA).resolve(), MODELS[name][1])
             for name in args.models for epoch in args.epochs]
-    runs += [(name, int(epoch), Path(config), Path(ckpt), None, name)
+    runs += [(name, int(epoch), Path(config), Path(ckpt),
+              Path(args.data_dir).resolve() if args.data_dir else None, name)
              for name, epoch, config, ckpt in args.model_file]
     for name, epoch, config, ckpt, data_dir, title in runs:
         if not ckpt.is_file():

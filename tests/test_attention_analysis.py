@@ -237,3 +237,29 @@ def test_best_f1_threshold(tmp_path):
     # F1 0.8 from 0.31 to 0.50 (3 detections, 2 right); ties go to the higher threshold.
     assert best_f1_threshold(table) == dict(score_thr=0.5, detections=3, precision=0.667,
                                             recall=1.0, f1=0.8, duplicates=1)
+
+
+def test_attention_stats_script(tmp_path):
+    from cdetr_mmdet.data.synthetic_shapes import ensure_dataset
+    spec = importlib.util.spec_from_file_location(
+        'attention_stats', ROOT / 'benchmarks' / 'attention_stats.py')
+    stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stats)
+    ensure_dataset(tmp_path / 'data', num_train=1, num_val=3)
+    args = ['--models', '--num-images', '2', '--data-dir', str(tmp_path / 'data'),
+            '--out', str(tmp_path / 'stats'), '--figure-images', '0', '1']
+    for kind in ('conditional', 'detr'):
+        args += ['--model-file', kind, '1', str(ROOT / CONFIGS[kind]),
+                 str(_checkpoint(kind, tmp_path))]
+    results = stats.main(args)
+    assert [r['model'] for r in results] == ['conditional', 'detr']
+    for r in results:
+        assert r['images'] == 2 and r['objects'] > 0
+        for name in ('spatial', 'content', 'combined'):
+            assert all(0 <= v <= 1 for layer in r['inside'][name] for v in layer)
+        for layer in r['spatial_regions']:  # each head's regions hold all its mass
+            assert all(abs(sum(mass) - 1) < 1e-4 for mass in layer)
+    table = (tmp_path / 'stats.md').read_text()
+    assert '| conditional | 1 | 2 |' in table and '| detr | 1 | 7 |' in table
+    assert json.loads((tmp_path / 'stats.json').read_text())['results'][1]['model'] == 'detr'
+    assert len(list(tmp_path.glob('*_epoch1_img*.png'))) >= 2
