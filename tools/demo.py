@@ -8,7 +8,11 @@ Steps:
 2. train the config (default: our Conditional DETR) with mmengine's ``Runner``;
 3. evaluate on the val split with mmdet's ``CocoMetric`` (summary and per-class AP) and write
    ``<work-dir>/metrics.json`` and the detections ``<work-dir>/results.bbox.json``;
-4. run ``DetInferencer`` on a few val images and write PNGs to ``<work-dir>/vis/``.
+4. draw a few val images, ground truth beside the prediction, upscaled, into ``<work-dir>/vis/``
+   (score threshold: the one with the best F1 at IoU 0.5 on the val detections unless
+   ``--score-thr`` is given);
+5. draw the decoder cross-attention of the top detections of two of them (spatial / content /
+   combined maps per head, the paper's Figure 4) into ``<work-dir>/attention/``.
 """
 import argparse
 import json
@@ -45,7 +49,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--num-train', type=int, default=2000, help='train images (default: 2000)')
     parser.add_argument('--num-val', type=int, default=200, help='val images (default: 200)')
     parser.add_argument('--num-vis', type=int, default=6, help='val images to draw (default: 6)')
-    parser.add_argument('--score-thr', type=float, default=0.3, help='drawing threshold (default: 0.3)')
+    parser.add_argument('--score-thr', type=float,
+                        help='drawing threshold (default: the best-F1 one on the val detections)')
+    parser.add_argument('--num-attention', type=int, default=2,
+                        help='val images whose attention maps are drawn (default: 2)')
     parser.add_argument('--seed', type=int, default=0, help='training seed (default: 0)')
     parser.add_argument('--quick', action='store_true',
                         help=f'tiny smoke run: {QUICK["num_train"]} train / {QUICK["num_val"]} val '
@@ -100,14 +107,50 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def visualise(config: Path, checkpoint: str, images: List[str], out_dir: Path,
+def visualise(config: Path, checkpoint: str, images: List[str], ann_file: str, out_dir: Path,
               score_thr: float) -> List[Path]:
-    """Draw detections (boxes, class names, scores) with ``DetInferencer``; returns the PNGs."""
-    from mmdet.apis import DetInferencer
-    inferencer = DetInferencer(model=str(config), weights=checkpoint, device='cpu',
-                               show_progress=False)
-    inferencer(images, out_dir=str(out_dir), pred_score_thr=score_thr, no_save_pred=False)
-    return [out_dir / 'vis' / Path(img).name for img in images]
+    """Ground truth beside the detections (score >= score_thr), 4x upscaled; returns the PNGs."""
+    import mmcv
+    from mmdet.apis import inference_detector, init_detector
+
+    from cdetr_mmdet.analysis.detections import (best_class_per_box, draw_gt_and_prediction,
+                                                 gt_of_image)
+    model = init_detector(str(config), checkpoint, device='cpu')
+    classes = model.dataset_meta['classes']
+    pngs = []
+    for image in images:
+        pred = inference_detector(model, image).pred_instances
+        pred = pred[pred.scores >= score_thr]
+        # One query's box listed under two classes is drawn once (best class).
+        keep = best_class_per_box(pred.bboxes.numpy(), pred.labels.tolist(),
+                                  pred.scores.tolist())
+        gt_boxes, gt_labels = gt_of_image(ann_file, Path(image).name, classes)
+        pngs.append(draw_gt_and_prediction(
+            mmcv.imread(image, channel_order='rgb'), gt_boxes, gt_labels,
+            pred.bboxes[keep].numpy(), pred.labels[keep].tolist(), pred.scores[keep].tolist(),
+            classes, out_dir / 'vis' / Path(image).name,
+            title=f'{Path(image).name}: detections with score >= {score_thr:.2f}'))
+    return pngs
+
+
+def draw_attention(config: Path, checkpoint: str, images: List[str], out_dir: Path) -> List[Path]:
+    """The top-2 detections' cross-attention maps of each image (tools/vis_attention.py)."""
+    from mmdet.apis import init_detector
+
+    from cdetr_mmdet.analysis.figures import draw_image_attention
+    model = init_detector(str(config), checkpoint, device='cpu')
+    pngs = []
+    for image in images:
+        pngs += draw_image_attention(model, image, out_dir, model.dataset_meta['classes'],
+                                     top_k=2, log=lambda msg: None)
+    return pngs
+
+
+def choose_score_thr(results_file: Path, ann_file: str) -> Dict:
+    """The drawing threshold with the best F1 (IoU 0.5) on the val detections, and its stats."""
+    from cdetr_mmdet.analysis.detections import best_f1_threshold, stats_at, threshold_table
+    table = threshold_table(str(results_file), ann_file)
+    return dict(best_f1_threshold(table), at_0_3=stats_at(table, 0.3))
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
@@ -138,16 +181,37 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     (work_dir / 'metrics.json').write_text(json.dumps(summary, indent=1))
 
     val_dir = Path(data['val_img_dir'])
+    ann_file = cfg.test_evaluator['ann_file']
+    if args.score_thr is None:
+        chosen = choose_score_thr(work_dir / 'results.bbox.json', ann_file)
+        score_thr = chosen['score_thr']
+        summary['score_thr'] = chosen
+        (work_dir / 'metrics.json').write_text(json.dumps(summary, indent=1))
+        low = chosen['at_0_3']
+        print(f'[demo] drawing threshold {score_thr:.2f}, the best F1 at IoU 0.5 on the val '
+              f'detections: F1 {chosen["f1"]:.2f} (precision {chosen["precision"]:.2f}, recall '
+              f'{chosen["recall"]:.2f}, {chosen["duplicates"]} duplicates); at 0.30: F1 '
+              f'{low["f1"]:.2f}, {low["duplicates"]} duplicates', flush=True)
+    else:
+        score_thr = args.score_thr
     images = sorted(str(p) for p in val_dir.glob('*.png'))[:args.num_vis]
-    pngs = visualise(config_file, checkpoint, images, work_dir, args.score_thr) if images else []
+    pngs = visualise(config_file, checkpoint, images, ann_file, work_dir,
+                     score_thr) if images else []
+    attention = draw_attention(config_file, checkpoint, images[:args.num_attention],
+                               work_dir / 'attention') if images else []
     total_s = time.perf_counter() - start
     print(f'[demo] bbox AP {metrics["coco/bbox_mAP"]:.3f}  AP50 {metrics["coco/bbox_mAP_50"]:.3f}  '
           f'AP75 {metrics["coco/bbox_mAP_75"]:.3f}  (training {train_s / 60:.1f} min, '
           f'total {total_s / 60:.1f} min)')
     print(f'[demo] metrics: {work_dir / "metrics.json"}')
     print(f'[demo] checkpoint: {checkpoint}')
-    print(f'[demo] {len(pngs)} drawn val images (score >= {args.score_thr}) in {work_dir / "vis"}:')
+    print(f'[demo] {len(pngs)} val images, ground truth | prediction (score >= {score_thr:.2f}), '
+          f'in {work_dir / "vis"}:')
     for png in pngs:
+        print(f'  {png}')
+    print(f'[demo] {len(attention)} cross-attention maps (rows spatial / content / combined, '
+          f'one column per head; tools/vis_attention.py) in {work_dir / "attention"}:')
+    for png in attention:
         print(f'  {png}')
     return metrics
 
