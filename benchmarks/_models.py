@@ -95,17 +95,20 @@ def load_mmdet_weights(model: torch.nn.Module,
                               strict=True)
 
 
-def optim_wrapper_cfg(amp: Optional[str] = None,
-                      device: str = 'cpu') -> dict:
-    """Our config's optimiser (AdamW, backbone lr x0.1, clip 0.1).
+def optim_wrapper_cfg(amp: Optional[str] = None, device: str = 'cpu',
+                      config: str = 'ours') -> dict:
+    """A config's optimiser (AdamW, backbone lr x0.1, clip 0.1).
 
     Args:
         amp (str, optional): None for fp32, else 'bfloat16' or 'float16':
             ``CdetrCPUAmpOptimWrapper`` on CPU, mmengine's
             ``AmpOptimWrapper`` on CUDA.
         device (str): 'cpu' or 'cuda'. Defaults to 'cpu'.
+        config (str): Whose ``optim_wrapper``: 'ours' (fused AdamW) or
+            'mmdet' (mmdet's config, PyTorch's default AdamW).
     """
-    cfg = copy.deepcopy(Config.fromfile(str(OURS_CFG)).optim_wrapper)
+    path = OURS_CFG if config == 'ours' else MMDET_CFG
+    cfg = copy.deepcopy(Config.fromfile(str(path)).optim_wrapper)
     cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
     if amp:
         cfg['type'] = ('CdetrCPUAmpOptimWrapper' if device == 'cpu' else
@@ -115,9 +118,9 @@ def optim_wrapper_cfg(amp: Optional[str] = None,
 
 
 def build_optimizer(model: torch.nn.Module, amp: Optional[str] = None,
-                    device: str = 'cpu'):
-    """An mmengine ``OptimWrapper`` for ``model`` from our config."""
-    return build_optim_wrapper(model, optim_wrapper_cfg(amp, device))
+                    device: str = 'cpu', config: str = 'ours'):
+    """An mmengine ``OptimWrapper`` for ``model``; see :func:`optim_wrapper_cfg`."""
+    return build_optim_wrapper(model, optim_wrapper_cfg(amp, device, config))
 
 
 def make_inputs(batch: int, height: int, width: int, num_gts: int = 5,
@@ -194,3 +197,10 @@ def hf_labels(samples: List[DetDataSample]) -> List[Dict[str, torch.Tensor]]:
         labels.append(dict(class_labels=sample.gt_instances.labels,
                            boxes=bbox_xyxy_to_cxcywh(boxes) / scale))
     return labels
+
+
+def hf_processor():
+    """HF's Conditional DETR image processor (for its post-processing)."""
+    import transformers
+    cls = getattr(transformers, 'ConditionalDetrImageProcessorPil', None)
+    return (cls or transformers.ConditionalDetrImageProcessor)()
