@@ -4,11 +4,13 @@ from .decoder import CdetrTransformerDecoder
 from .detector import CdetrConditionalDETR
 from .encoder import CdetrTransformerEncoder
 from .focal_loss import CdetrFocalLoss
+from .frozen_bn import CdetrFrozenBatchNorm2d
 from .head import CdetrHead
 from .matcher import CdetrHungarianMatcher, MatchIndices
 
 __all__ = [
     'CdetrConditionalDETR', 'CdetrTransformerEncoder',
     'CdetrTransformerDecoder', 'CdetrHead', 'CdetrHungarianMatcher',
-    'CdetrFocalLoss', 'CdetrDC5ResNet', 'MatchIndices'
+    'CdetrFocalLoss', 'CdetrDC5ResNet', 'CdetrFrozenBatchNorm2d',
+    'MatchIndices'
 ]
