@@ -233,6 +233,24 @@ def build_variants(args):
     return variants
 
 
+def profile_tables(variants, sync: Callable, rows: int = 25) -> Dict[str, str]:
+    """One profiled training step per variant: its top self-CPU ops table.
+
+    Op counts and shares are steadier than wall times on a shared machine.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available() and variants and variants[0].device == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+    tables = {}
+    for v in variants:
+        with profile(activities=activities) as prof:
+            v.train_step(sync)
+        tables[v.spec.name] = prof.key_averages().table(
+            sort_by='self_cpu_time_total', row_limit=rows)
+    return tables
+
+
 def breakdown_table(results: Dict[str, dict]) -> str:
     """The per-stage median seconds of the variants that have them."""
     names = [n for n, r in results.items() if 'breakdown' in r]

@@ -33,6 +33,7 @@ Example (the defaults: R50, batch 2, 512x512 on CPU, 800x1216 on CUDA)::
 
     python benchmarks/speed.py --threads 2 --out speed.json
     python benchmarks/speed.py --variants mmdet,ours,ours:amp+cl --breakdown
+    python benchmarks/speed.py --variants mmdet,ours,hf --profile 25
 """
 import argparse
 import json
@@ -80,6 +81,9 @@ def parse_args(argv=None):
         'bfloat16')
     add('--breakdown', action='store_true')
     add('--no-memory', action='store_true')
+    add('--profile', type=int, default=0, metavar='ROWS',
+        help='also print the top ROWS self-CPU ops of one profiled training '
+        'step per variant (torch.profiler), saved in the JSON')
     add('--seed', type=int, default=0)
     add('--out', default=None, help='write JSON here')
     add('--memory-child', default=None, help=argparse.SUPPRESS)
@@ -227,8 +231,13 @@ def main(argv=None):
         staged = [v for v in variants if v.spec.base != 'hf']
         time_phase(staged, 'optimizer', lambda v: v.breakdown_step(sync),
                    args, sync)
+    tables = (sv.profile_tables(variants, sync, args.profile)
+              if args.profile else {})
     load['after'] = os.getloadavg()
     results = collect(args, variants, load)
+    results['profiles'] = tables
+    for name, table in tables.items():
+        print(f'--- {name}: one training step, top self-CPU ops\n{table}')
     report(args, results)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -55,8 +55,11 @@ def test_main_from_python_passes_its_argv_to_the_memory_subprocess(
     monkeypatch.setattr(sys, 'argv', ['pytest', '--no-such-flag'])
     monkeypatch.chdir(tmp_path)
     result = speed.main([*TINY, '--steps', '1', '--warmup', '0',
-                         '--variants', 'ours'])
+                         '--variants', 'ours', '--profile', '5'])
     assert list(result['variants']) == ['mmdet', 'ours']  # mmdet added
+    for name in ('mmdet', 'ours'):  # one profiled step each, 5 op rows
+        assert 'Self CPU' in result['profiles'][name]
+        assert 'aten::' in result['profiles'][name]
     for res in result['variants'].values():
         assert {'growth_mb', 'peak_mb', 'before_mb',
                 'process_peak_rss_mb'} <= set(res['memory'])
