@@ -15,7 +15,8 @@ model = dict(
         out_indices=(3, ),
         frozen_stages=1,
         # Frozen BN (as the official FrozenBatchNorm2d) that saves no
-        # activation for backward: ~190 MB less per R50 step, same outputs.
+        # activation for backward: 235 MiB less per R50 step at
+        # 512x512, batch 2; same outputs (docs/benchmarks.md).
         norm_cfg=dict(type='CdetrFrozenBatchNorm2d', requires_grad=False),
         norm_eval=True,
         style='pytorch',
