@@ -1,8 +1,10 @@
-"""Build mmdet's built-in Conditional DETR and ours with the same weights.
+"""Build mmdet's built-in Conditional DETR, ours, and Hugging Face's.
 
-Shared by ``benchmarks/speed.py``; both models come from the shipped
+Shared by ``benchmarks/speed.py``; ours and mmdet's come from the shipped
 configs (ours: ``configs/conditional_detr_r50_50e.py``, mmdet's:
-``conditional-detr_r50_8xb2-50e_coco.py``) with ``backbone.init_cfg=None``.
+``conditional-detr_r50_8xb2-50e_coco.py``) with ``backbone.init_cfg=None``;
+Hugging Face's ``ConditionalDetrForObjectDetection`` from a config (offline,
+random weights, transformers' own ResNet).
 """
 import copy
 import sys
@@ -12,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
+from mmdet.structures.bbox import bbox_xyxy_to_cxcywh
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.logging import MMLogger
@@ -93,17 +96,20 @@ def load_mmdet_weights(model: torch.nn.Module,
     model.load_state_dict(state_dict, strict=True)
 
 
-def optim_wrapper_cfg(amp: Optional[str] = None,
-                      device: str = 'cpu') -> dict:
-    """Our config's optimiser (AdamW, backbone lr x0.1, clip 0.1).
+def optim_wrapper_cfg(amp: Optional[str] = None, device: str = 'cpu',
+                      config: str = 'ours') -> dict:
+    """A config's optimiser (AdamW, backbone lr x0.1, clip 0.1).
 
     Args:
         amp (str, optional): None for fp32, else 'bfloat16' or 'float16':
             ``CdetrCPUAmpOptimWrapper`` on CPU, mmengine's
             ``AmpOptimWrapper`` on CUDA.
         device (str): 'cpu' or 'cuda'. Defaults to 'cpu'.
+        config (str): Whose ``optim_wrapper``: 'ours' (fused AdamW) or
+            'mmdet' (mmdet's config, PyTorch's default AdamW).
     """
-    cfg = copy.deepcopy(Config.fromfile(str(OURS_CFG)).optim_wrapper)
+    path = OURS_CFG if config == 'ours' else MMDET_CFG
+    cfg = copy.deepcopy(Config.fromfile(str(path)).optim_wrapper)
     cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
     if amp:
         cfg['type'] = ('CdetrCPUAmpOptimWrapper' if device == 'cpu' else
@@ -113,9 +119,9 @@ def optim_wrapper_cfg(amp: Optional[str] = None,
 
 
 def build_optimizer(model: torch.nn.Module, amp: Optional[str] = None,
-                    device: str = 'cpu'):
-    """An mmengine ``OptimWrapper`` for ``model`` from our config."""
-    return build_optim_wrapper(model, optim_wrapper_cfg(amp, device))
+                    device: str = 'cpu', config: str = 'ours'):
+    """An mmengine ``OptimWrapper`` for ``model``; see :func:`optim_wrapper_cfg`."""
+    return build_optim_wrapper(model, optim_wrapper_cfg(amp, device, config))
 
 
 def make_inputs(batch: int, height: int, width: int, num_gts: int = 5,
@@ -133,3 +139,69 @@ def make_inputs(batch: int, height: int, width: int, num_gts: int = 5,
     add_random_gts(samples, [num_gts] * batch, num_classes, seed=seed + 1,
                    device=device)
     return inputs.to(device), samples
+
+
+# transformers' ResNet per depth: (layer_type, blocks per stage, widths).
+HF_RESNETS = {
+    18: ('basic', [2, 2, 2, 2], [64, 128, 256, 512]),
+    34: ('basic', [3, 4, 6, 3], [64, 128, 256, 512]),
+    50: ('bottleneck', [3, 4, 6, 3], [256, 512, 1024, 2048]),
+    101: ('bottleneck', [3, 4, 23, 3], [256, 512, 1024, 2048]),
+}
+
+
+def build_hf_model(official: bool, seed: int = 0, depth: int = 50,
+                   num_layers: int = 6, num_queries: int = 300,
+                   num_classes: int = 80) -> torch.nn.Module:
+    """Hugging Face's ``ConditionalDetrForObjectDetection``, random weights.
+
+    Its backbone stages 2-4 are made trainable as in the official code
+    (transformers 5 freezes the whole non-timm backbone, which would halve
+    its training step); the stem and stage 1 stay frozen, all batch norms
+    are HF's frozen ones.
+
+    Args:
+        official (bool): The official recipe (attention dropout 0.1, losses
+            on every decoder layer) instead of HF's defaults (attention
+            dropout 0, losses on the last layer only).
+        seed (int): Seed of the random init. Defaults to 0.
+        depth, num_layers, num_queries, num_classes: As :func:`model_cfg`.
+    """
+    import transformers  # optional: only this variant needs it
+    layer_type, depths, widths = HF_RESNETS[depth]
+    config = transformers.ConditionalDetrConfig(
+        use_timm_backbone=False, use_pretrained_backbone=False,
+        backbone_config=transformers.ResNetConfig(
+            layer_type=layer_type, depths=depths, hidden_sizes=widths,
+            out_features=['stage4']),
+        encoder_layers=num_layers, decoder_layers=num_layers,
+        num_queries=num_queries, num_labels=num_classes,
+        attention_dropout=0.1 if official else 0.,
+        auxiliary_loss=official)
+    torch.manual_seed(seed)
+    model = transformers.ConditionalDetrForObjectDetection(config)
+    trainable = tuple(f'model.backbone.model.encoder.stages.{i}.'
+                      for i in (1, 2, 3))
+    for name, param in model.named_parameters():
+        if name.startswith('model.backbone.'):
+            param.requires_grad_(name.startswith(trainable))
+    return model
+
+
+def hf_labels(samples: List[DetDataSample]) -> List[Dict[str, torch.Tensor]]:
+    """HF's training targets (class ids, normalised cxcywh) from data samples."""
+    labels = []
+    for sample in samples:
+        img_h, img_w = sample.metainfo['img_shape']
+        boxes = sample.gt_instances.bboxes
+        scale = boxes.new_tensor([img_w, img_h, img_w, img_h])
+        labels.append(dict(class_labels=sample.gt_instances.labels,
+                           boxes=bbox_xyxy_to_cxcywh(boxes) / scale))
+    return labels
+
+
+def hf_processor():
+    """HF's Conditional DETR image processor (for its post-processing)."""
+    import transformers
+    cls = getattr(transformers, 'ConditionalDetrImageProcessorPil', None)
+    return (cls or transformers.ConditionalDetrImageProcessor)()

@@ -1,37 +1,87 @@
-"""Smoke test of ``benchmarks/speed.py`` with a tiny setting (no timing checks)."""
+"""Smoke tests of ``benchmarks/speed.py`` with a tiny setting (no timing checks)."""
 import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+import _speed_variants as sv  # noqa: E402
+import speed  # noqa: E402
+
+TINY = ['--depth', '18', '--size', '64', '--layers', '1', '--queries', '10',
+        '--steps', '2', '--warmup', '1', '--memory-steps', '1',
+        '--threads', '1']
+VARIANTS = ['mmdet', 'ours', 'ours:amp+cl', 'hf', 'hf:official']
 
 
 def test_speed_script_writes_the_expected_json(tmp_path):
     out = tmp_path / 'speed.json'
     proc = subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / 'speed.py'), '--depth',
-         '18', '--size', '64', '--layers', '1', '--queries', '10',
-         '--steps', '2', '--warmup', '1', '--memory-steps', '1',
-         '--threads', '1', '--variants', 'mmdet,ours,ours:amp+cl',
-         '--breakdown', '--out', str(out)],
+        [sys.executable, str(ROOT / 'benchmarks' / 'speed.py'), *TINY,
+         '--variants', ','.join(VARIANTS), '--breakdown', '--no-memory',
+         '--out', str(out)],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'x mmdet' in proc.stdout  # the table
+    assert 'x mmdet' in proc.stdout and 'x hf' in proc.stdout  # the table
     result = json.loads(out.read_text())
-    assert result['config']['variants'] == ['mmdet', 'ours', 'ours:amp+cl']
+    assert result['config']['variants'] == VARIANTS
     assert {'cpu', 'logical_cpus', 'torch_threads'} <= set(result['machine'])
     assert result['machine']['torch_threads'] == 1
     assert len(result['load_avg']['before']) == 3
-    for name in ('mmdet', 'ours', 'ours:amp+cl'):
+    for name in VARIANTS:
         res = result['variants'][name]
         for key in ('train', 'infer'):
             assert res[key]['n'] == 2
             assert res[key]['min'] <= res[key]['median'] <= res[key]['max']
+        assert 'memory' not in res  # measured in the next test
+        if name.startswith('hf'):
+            assert 'breakdown' not in res
+        else:
+            assert set(res['breakdown']) == set(sv.STAGES)
+            assert (res['breakdown']['matcher']['median'] <=
+                    res['breakdown']['head+loss']['median'])
+        for ref in ('mmdet', 'hf'):
+            assert set(result['ratios'][ref][name]) == {'train', 'infer'}
+    assert result['ratios']['mmdet']['mmdet'] == {'train': 1.0, 'infer': 1.0}
+    assert result['ratios']['hf']['hf'] == {'train': 1.0, 'infer': 1.0}
+
+
+def test_main_from_python_passes_its_argv_to_the_memory_subprocess(
+        monkeypatch, tmp_path):
+    """The memory child gets ``main``'s argv, not the caller's sys.argv."""
+    monkeypatch.setattr(sys, 'argv', ['pytest', '--no-such-flag'])
+    monkeypatch.chdir(tmp_path)
+    result = speed.main([*TINY, '--steps', '1', '--warmup', '0',
+                         '--variants', 'ours', '--profile', '5'])
+    assert list(result['variants']) == ['mmdet', 'ours']  # mmdet added
+    for name in ('mmdet', 'ours'):  # one profiled step each, 5 op rows
+        assert 'Self CPU' in result['profiles'][name]
+        assert 'aten::' in result['profiles'][name]
+    for res in result['variants'].values():
         assert {'growth_mb', 'peak_mb', 'before_mb',
                 'process_peak_rss_mb'} <= set(res['memory'])
-        assert set(res['breakdown']) == {
-            'backbone+neck', 'encoder', 'decoder', 'head+loss', 'matcher',
-            'optimizer'}
-        assert set(result['ratios'][name]) == {'train', 'infer', 'memory'}
-    assert result['ratios']['mmdet'] == {'train': 1.0, 'infer': 1.0,
-                                         'memory': 1.0}
+        assert res['memory']['growth_mb'] >= 0
+        assert res['train']['n'] == 1
+    assert result['ratios']['mmdet']['mmdet']['memory'] == 1.0
+
+
+def test_variant_specs_parse_once_with_clear_errors():
+    spec = sv.VariantSpec.parse('ours:cl+amp')
+    assert spec == sv.VariantSpec('ours', amp=True, channels_last=True)
+    assert spec.name == 'ours:amp+cl'
+    assert sv.VariantSpec.parse('hf', amp=True).name == 'hf:amp'
+    assert sv.VariantSpec.parse('mmdet', channels_last=True).name == 'mmdet'
+    assert sv.VariantSpec.parse('hf:official').official
+    for text, message in [('detr', 'NAME must be mmdet, ours or hf'),
+                          ('ours:fast', "unknown option 'fast'"),
+                          ('mmdet:cl', "'cl' is an option of ours only"),
+                          ('ours:official',
+                           "'official' is an option of hf only")]:
+        with pytest.raises(ValueError, match=message):
+            sv.VariantSpec.parse(text)
+    args = speed.parse_args(['--variants', 'ours,ours,hf', '--amp'])
+    # Deduplicated; the fp32 mmdet reference added in front.
+    assert [s.name for s in args.variants] == ['mmdet', 'ours:amp', 'hf:amp']

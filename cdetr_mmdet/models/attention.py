@@ -2,13 +2,17 @@
 
 Both keep content and position projections separate, as in the official
 implementation (Atten4Vis/ConditionalDETR ``models/transformer.py``), and run
-through :func:`torch.nn.functional.scaled_dot_product_attention`.
+through :func:`attention`: PyTorch's fused
+:func:`torch.nn.functional.scaled_dot_product_attention` without dropout, an
+explicit softmax with :mod:`.dropout`'s cheap masks with it.
 """
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .dropout import keep_scale_mask
 
 
 def _check_heads(embed_dims: int, num_heads: int) -> None:
@@ -44,6 +48,49 @@ def padding_to_attn_mask(key_padding_mask: Optional[Tensor]) -> Optional[Tensor]
     if key_padding_mask is None:
         return None
     return ~key_padding_mask[:, None, None, :]
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor,
+              attn_mask: Optional[Tensor] = None,
+              dropout_p: float = 0.) -> Tensor:
+    """Scaled dot-product attention, dropout on the attention weights.
+
+    Without dropout this is :func:`F.scaled_dot_product_attention` itself.
+    With dropout, PyTorch's CPU kernels all fall back to an unfused path that
+    draws the mask with ``bernoulli_``; the explicit softmax here draws it with
+    :func:`keep_scale_mask` (same distribution: each weight independently
+    zeroed with probability ``dropout_p``, the others scaled by
+    ``1 / (1 - dropout_p)``) and folds the key padding and the softmax scale
+    into one ``baddbmm``.
+
+    Args:
+        q (Tensor): Queries, (bs, heads, nq, c).
+        k (Tensor): Keys, (bs, heads, nk, c).
+        v (Tensor): Values, (bs, heads, nk, cv); ``cv`` may differ from c.
+        attn_mask (Tensor, optional): Boolean, broadcastable to
+            (bs, heads, nq, nk), True where a key may be attended.
+        dropout_p (float): Drop probability of the attention weights.
+
+    Returns:
+        Tensor: (bs, heads, nq, cv).
+    """
+    if dropout_p == 0.:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    bs, heads, nq, c = q.shape
+    nk, cv = k.shape[2], v.shape[3]
+    q, k = q.reshape(bs * heads, nq, c), k.reshape(bs * heads, nk, c)
+    if attn_mask is None:
+        scores = torch.bmm(q, k.transpose(1, 2)).mul_(c ** -0.5)
+    else:
+        bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill_(~attn_mask, float('-inf')).expand(
+            bs, heads, nq, nk).reshape(bs * heads, nq, nk)
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=c ** -0.5)
+    weights = scores.softmax(-1)  # (bs * heads, nq, nk)
+    weights = weights * keep_scale_mask(weights.shape, dropout_p,
+                                        weights.dtype, weights.device)
+    out = torch.bmm(weights.to(v.dtype), v.reshape(bs * heads, nk, cv))
+    return out.view(bs, heads, nq, cv)
 
 
 class ConditionalSelfAttention(nn.Module):
@@ -88,7 +135,7 @@ class ConditionalSelfAttention(nn.Module):
         q = self.qcontent_proj(query) + self.qpos_proj(query_pos)
         k = self.kcontent_proj(query) + self.kpos_proj(query_pos)
         v = self.v_proj(query)
-        out = F.scaled_dot_product_attention(  # (bs, heads, nq, d / heads)
+        out = attention(  # (bs, heads, nq, d / heads)
             _split_heads(q, self.num_heads), _split_heads(k, self.num_heads),
             _split_heads(v, self.num_heads),
             dropout_p=self.attn_drop if self.training else 0.)
@@ -165,7 +212,7 @@ class ConditionalCrossAttention(nn.Module):
         k = torch.cat([_split_heads(k, self.num_heads),
                        _split_heads(k_pos, self.num_heads)], dim=-1)
         v = _split_heads(self.v_proj(memory), self.num_heads)
-        out = F.scaled_dot_product_attention(  # (bs, heads, nq, d / heads)
+        out = attention(  # (bs, heads, nq, d / heads)
             q, k, v, attn_mask=padding_to_attn_mask(memory_mask),
             dropout_p=self.attn_drop if self.training else 0.)
         return self.out_proj(_merge_heads(out))

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import ConditionalCrossAttention, ConditionalSelfAttention
+from .dropout import CheapDropout
 
 
 class ConditionalDecoderLayer(nn.Module):
@@ -39,10 +40,10 @@ class ConditionalDecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(embed_dims)
         self.norm2 = nn.LayerNorm(embed_dims)
         self.norm3 = nn.LayerNorm(embed_dims)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout = CheapDropout(dropout)
+        self.dropout1 = CheapDropout(dropout)
+        self.dropout2 = CheapDropout(dropout)
+        self.dropout3 = CheapDropout(dropout)
 
     def forward(self, query: Tensor, memory: Tensor, query_pos: Tensor,
                 memory_pos: Tensor, ref_sine_embed: Tensor,

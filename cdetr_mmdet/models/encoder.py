@@ -6,6 +6,40 @@ from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from .attention import attention, padding_to_attn_mask
+from .dropout import CheapDropout
+
+
+def _self_attention(mha: nn.MultiheadAttention, qk: Tensor, value: Tensor,
+                    key_padding_mask: Optional[Tensor]) -> Tensor:
+    """``mha(qk, qk, value)`` through :func:`attention` (its cheap dropout).
+
+    The same projections as :class:`torch.nn.MultiheadAttention` (packed
+    ``in_proj_weight`` rows q, k, v; ``out_proj``), batch first.
+
+    Args:
+        mha (nn.MultiheadAttention): The layer's attention (its weights and
+            ``dropout``).
+        qk (Tensor): Queries and keys (features + positions),
+            (bs, num_keys, d).
+        value (Tensor): Values (features), (bs, num_keys, d).
+        key_padding_mask (Tensor, optional): (bs, num_keys), True at padding.
+
+    Returns:
+        Tensor: (bs, num_keys, d).
+    """
+    bs, n, d = value.shape
+    heads = mha.num_heads
+    w, b = mha.in_proj_weight, mha.in_proj_bias
+    q, k = F.linear(qk, w[:2 * d], b[:2 * d]).chunk(2, dim=-1)
+    v = F.linear(value, w[2 * d:], b[2 * d:])
+    # (bs, n, d) -> (bs, heads, n, d / heads)
+    q, k, v = (x.view(bs, n, heads, d // heads).transpose(1, 2)
+               for x in (q, k, v))
+    out = attention(q, k, v, padding_to_attn_mask(key_padding_mask),
+                    mha.dropout if mha.training else 0.)
+    return mha.out_proj(out.transpose(1, 2).reshape(bs, n, d))
+
 
 class EncoderLayer(nn.Module):
     """Post-norm DETR encoder layer; positions are added to q and k only.
@@ -13,7 +47,10 @@ class EncoderLayer(nn.Module):
     Parameter names equal the official ones (``self_attn.in_proj_weight``,
     ``linear1``, ``norm1``, ...). With ``need_weights=False``,
     :class:`torch.nn.MultiheadAttention` runs on
-    ``scaled_dot_product_attention``.
+    ``scaled_dot_product_attention``; in training with dropout the same
+    weights run through :func:`_self_attention` instead (cheap dropout masks;
+    PyTorch's CPU kernels are unfused there anyway). Dropout masks come from
+    :class:`CheapDropout`, equal in distribution to ``nn.Dropout``'s.
 
     Args:
         embed_dims (int): Model width d. Defaults to 256.
@@ -34,9 +71,9 @@ class EncoderLayer(nn.Module):
         self.linear2 = nn.Linear(feedforward_channels, embed_dims)
         self.norm1 = nn.LayerNorm(embed_dims)
         self.norm2 = nn.LayerNorm(embed_dims)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout = CheapDropout(dropout)
+        self.dropout1 = CheapDropout(dropout)
+        self.dropout2 = CheapDropout(dropout)
 
     def forward(self, query: Tensor, query_pos: Tensor,
                 key_padding_mask: Optional[Tensor] = None) -> Tensor:
@@ -51,8 +88,12 @@ class EncoderLayer(nn.Module):
             Tensor: (bs, num_keys, d).
         """
         q = k = query + query_pos
-        attn = self.self_attn(q, k, query, key_padding_mask=key_padding_mask,
-                              need_weights=False)[0]
+        if self.training and self.self_attn.dropout > 0:
+            attn = _self_attention(self.self_attn, q, query, key_padding_mask)
+        else:
+            attn = self.self_attn(q, k, query,
+                                  key_padding_mask=key_padding_mask,
+                                  need_weights=False)[0]
         query = self.norm1(query + self.dropout1(attn))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(query))))
         return self.norm2(query + self.dropout2(ffn))
