@@ -45,7 +45,10 @@ try:  # numpy >= 2
 except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _np_multiarray
 
-__all__ = ['register_safe_globals', 'safe_torch_load', 'UnsafeCheckpointError']
+__all__ = [
+    'register_safe_globals', 'register_safe_local_loader', 'safe_torch_load',
+    'UnsafeCheckpointError'
+]
 
 # The statistics methods HistoryBuffer pickles by reference.
 _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
@@ -159,4 +162,35 @@ def safe_torch_load(path: Any, map_location: Any = 'cpu') -> Any:
             f'Refused to load checkpoint {str(path)!r}: it references '
             f'{", ".join(refused)}, outside the allow-list of data-only '
             'types. Loading it would need arbitrary code execution, so it '
-            'was not loaded.') from None
+            'was not loaded: the file is unsafe. Use a checkpoint from a '
+            'source you trust.') from None
+
+
+def _load_from_local_safely(filename: str, map_location: Any) -> Any:
+    """mmengine's local-file checkpoint loader with our refusal message.
+
+    Same as ``mmengine.runner.checkpoint.load_from_local`` (which calls
+    ``torch.load`` with torch's weights-only default), except that a refused
+    file raises :class:`UnsafeCheckpointError` naming the globals instead of
+    torch's advice to re-run with ``weights_only=False``.
+    """
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'Checkpoint {filename!r} does not exist')
+    return safe_torch_load(filename, map_location=map_location)
+
+
+def register_safe_local_loader() -> None:
+    """Make every mmengine load of a local checkpoint go through ours.
+
+    ``load_from``, ``--resume``, ``tools/test.py``, mmdet's
+    ``init_detector`` and ``DetInferencer`` all load local files through
+    mmengine's ``CheckpointLoader`` scheme ``''``. mmengine offers no other
+    extension point for local files, so ours replaces that scheme
+    (``force=True``); URLs and ``open-mmlab://`` keep their loaders.
+    Idempotent.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    if CheckpointLoader._schemes.get('') is not _load_from_local_safely:
+        CheckpointLoader.register_scheme(
+            prefixes='', loader=_load_from_local_safely, force=True)

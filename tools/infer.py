@@ -40,8 +40,9 @@ def main(argv: Optional[List[str]] = None) -> Path:
     image = Path(args.image)
     if not image.is_file():
         sys.exit(f'error: no such image: {image}')
-    from mmdet.apis import DetInferencer
-    inferencer = DetInferencer(model=args.config, weights=args.weights, device=args.device,
+    # Strict: a checkpoint that does not fit the config fails, naming the keys.
+    from cdetr_mmdet.apis import CdetrDetInferencer
+    inferencer = CdetrDetInferencer(model=args.config, weights=args.weights, device=args.device,
                                show_progress=False)
     result = inferencer(str(image), out_dir=args.out_dir, pred_score_thr=args.score_thr,
                         no_save_pred=False)

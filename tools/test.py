@@ -123,6 +123,13 @@ def main():
                                 osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
+    # Strict checkpoint loading even for configs that do not inherit
+    # configs/_base_/default_runtime.py.
+    cfg.setdefault('default_hooks', {}).setdefault(
+        'strict_load', dict(type='CdetrStrictLoadHook'))
+    # Testing loads every tensor: CdetrStrictLoadHook (default_runtime)
+    # refuses a checkpoint that does not fit; fine-tuning skips don't apply.
+    cfg.pop('load_from_skip', None)
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
