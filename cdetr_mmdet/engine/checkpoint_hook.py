@@ -28,7 +28,7 @@ from mmengine.model import is_model_wrapper
 from .atomic_backend import AtomicLocalBackend
 
 __all__ = ['CdetrCheckpointHook', 'NonFiniteWeightsError',
-           'newest_complete_checkpoint']
+           'newest_complete_checkpoint', 'repair_last_checkpoint']
 
 # How many non-finite tensors the refusal names.
 _SHOWN = 5
@@ -64,6 +64,42 @@ def newest_complete_checkpoint(folder: str) -> Optional[str]:
     return None
 
 
+def repair_last_checkpoint(work_dir: str, logger) -> Optional[str]:
+    """Make ``work_dir/last_checkpoint`` name a checkpoint that exists.
+
+    An empty file (a save killed while writing it in place) or one naming a
+    deleted file is rewritten to name the newest complete checkpoint of
+    ``work_dir``, or removed if there is none (mmengine then starts from
+    scratch); either way with a warning.
+
+    Args:
+        work_dir (str): The run's work_dir.
+        logger (logging.Logger): Where the warning goes.
+
+    Returns:
+        str | None: The checkpoint ``last_checkpoint`` names afterwards.
+    """
+    last = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(last):
+        return None
+    with open(last) as f:
+        named = f.read().strip()
+    if named and osp.isfile(named):
+        return named
+    fallback = newest_complete_checkpoint(work_dir)
+    what = f'names {named!r}, which does not exist' if named else 'is empty'
+    if fallback is None:
+        os.remove(last)
+        logger.warning(f'{last} {what} and {work_dir} holds no complete '
+                       'checkpoint: nothing to resume, training starts from '
+                       'scratch')
+        return None
+    AtomicLocalBackend().put_text(fallback, last)
+    logger.warning(f'{last} {what}; resuming from the newest complete '
+                   f'checkpoint {fallback} instead')
+    return fallback
+
+
 def non_finite_tensors(model: torch.nn.Module) -> List[str]:
     """Names of the model's parameters and buffers holding NaN or inf."""
     return [name for name, tensor in model.state_dict().items()
@@ -81,29 +117,9 @@ class CdetrCheckpointHook(CheckpointHook):
     def before_run(self, runner) -> None:
         """Repair an empty or dangling ``last_checkpoint`` before resuming."""
         super().before_run(runner)
-        if not (runner._resume and runner._load_from is None
-                and is_main_process()):
-            return
-        last = osp.join(runner.work_dir, 'last_checkpoint')
-        if not osp.isfile(last):
-            return
-        with open(last) as f:
-            named = f.read().strip()
-        if named and osp.isfile(named):
-            return
-        fallback = newest_complete_checkpoint(runner.work_dir)
-        what = (f'names {named!r}, which does not exist' if named
-                else 'is empty')
-        if fallback is None:
-            os.remove(last)
-            runner.logger.warning(
-                f'{last} {what} and {runner.work_dir} holds no complete '
-                'checkpoint: nothing to resume, training starts from scratch')
-            return
-        AtomicLocalBackend().put_text(fallback, last)
-        runner.logger.warning(
-            f'{last} {what}; resuming from the newest complete checkpoint '
-            f'{fallback} instead')
+        if runner._resume and runner._load_from is None and \
+                is_main_process():
+            repair_last_checkpoint(runner.work_dir, runner.logger)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         """Save, point ``last_checkpoint`` at the new file, then prune."""
