@@ -103,9 +103,9 @@ def build_config(args: argparse.Namespace) -> Config:
 def visualise(config: Path, checkpoint: str, images: List[str], out_dir: Path,
               score_thr: float) -> List[Path]:
     """Draw detections (boxes, class names, scores) with ``DetInferencer``; returns the PNGs."""
-    from mmdet.apis import DetInferencer
-    inferencer = DetInferencer(model=str(config), weights=checkpoint, device='cpu',
-                               show_progress=False)
+    from cdetr_mmdet.apis import CdetrDetInferencer  # strict weight loading
+    inferencer = CdetrDetInferencer(model=str(config), weights=checkpoint, device='cpu',
+                                    show_progress=False)
     inferencer(images, out_dir=str(out_dir), pred_score_thr=score_thr, no_save_pred=False)
     return [out_dir / 'vis' / Path(img).name for img in images]
 

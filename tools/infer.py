@@ -43,7 +43,7 @@ def main(argv: Optional[List[str]] = None) -> Path:
     # Strict: a checkpoint that does not fit the config fails, naming the keys.
     from cdetr_mmdet.apis import CdetrDetInferencer
     inferencer = CdetrDetInferencer(model=args.config, weights=args.weights, device=args.device,
-                               show_progress=False)
+                                    show_progress=False)
     result = inferencer(str(image), out_dir=args.out_dir, pred_score_thr=args.score_thr,
                         no_save_pred=False)
     pred = result['predictions'][0]
