@@ -125,8 +125,10 @@ def main():
     cfg.load_from = args.checkpoint
     # Strict checkpoint loading even for configs that do not inherit
     # configs/_base_/default_runtime.py.
-    cfg.setdefault('default_hooks', {}).setdefault(
-        'strict_load', dict(type='CdetrStrictLoadHook'))
+    if cfg.get('default_hooks') is None:
+        cfg.default_hooks = dict()
+    cfg.default_hooks.setdefault('strict_load',
+                                 dict(type='CdetrStrictLoadHook'))
     # Testing loads every tensor: CdetrStrictLoadHook (default_runtime)
     # refuses a checkpoint that does not fit; fine-tuning skips don't apply.
     cfg.pop('load_from_skip', None)

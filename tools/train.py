@@ -99,8 +99,10 @@ def main():
 
     # Strict checkpoint loading even for configs that do not inherit
     # configs/_base_/default_runtime.py.
-    cfg.setdefault('default_hooks', {}).setdefault(
-        'strict_load', dict(type='CdetrStrictLoadHook'))
+    if cfg.get('default_hooks') is None:
+        cfg.default_hooks = dict()
+    cfg.default_hooks.setdefault('strict_load',
+                                 dict(type='CdetrStrictLoadHook'))
     # resume is determined in this priority: resume from > auto_resume
     if args.resume == 'auto':
         cfg.resume = True

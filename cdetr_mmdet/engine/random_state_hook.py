@@ -73,7 +73,8 @@ class CdetrRandomStateHook(Hook):
         """Store the generator states in the checkpoint (and for the next
         epoch of this run, see the module docstring)."""
         checkpoint[KEY] = get_random_state()
-        self._pending = checkpoint[KEY]
+        if checkpoint.get('meta', {}).get('epoch') == runner.epoch + 1:
+            self._pending = checkpoint[KEY]  # saved at an epoch's end
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Keep a resumed checkpoint's states for the next epoch start."""
