@@ -132,13 +132,14 @@ class CdetrCheckpointHook(CheckpointHook):
                 f', ... ({len(bad) - _SHOWN} more)' if len(bad) > _SHOWN
                 else '')
             raise NonFiniteWeightsError(
-                f'Refusing to write {ckpt_filename}: {len(bad)} tensors of the '
-                f'model hold NaN or inf ({shown}). The previous checkpoint '
-                f'{self.last_ckpt or "(none)"} is kept and last_checkpoint '
+                f'Refusing to write {ckpt_filename}: {len(bad)} tensors of '
+                f'the model hold NaN or inf ({shown}). The previous '
+                f'checkpoint {self.last_ckpt or "(none)"} is kept and '
+                'last_checkpoint '
                 'still names it.')
         outdated = []
-        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
-                                            and self.keep_ckpt_ids[-1] == step):
+        repeated = bool(self.keep_ckpt_ids) and self.keep_ckpt_ids[-1] == step
+        if self.max_keep_ckpts > 0 and not repeated:
             if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
                 outdated.append(self.keep_ckpt_ids.popleft())
             self.keep_ckpt_ids.append(step)

@@ -14,7 +14,6 @@ the tensors the config's ``load_from_skip`` names:
 testing are always strict.
 """
 import os.path as osp
-from typing import Optional
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
