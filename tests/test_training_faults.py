@@ -440,3 +440,17 @@ def test_inference_entry_points_load_strictly(trained, tmp_path):
         with pytest.raises(CheckpointMismatchError) as error:
             load(config, ckpt)
         assert FC_CLS_MISMATCH in str(error.value)
+
+
+@pytest.mark.parametrize(
+    'path', sorted(p for p in (ROOT / 'configs').rglob('*.py')
+                   if '_base_' not in p.parts), ids=lambda p: p.name)
+def test_every_config_has_the_reliability_hooks(path):
+    hooks = Config.fromfile(str(path)).default_hooks
+    assert {name: hooks[name]['type'] for name in (
+        'checkpoint', 'strict_load', 'divergence_guard', 'random_state')} == {
+            'checkpoint': 'CdetrCheckpointHook',
+            'strict_load': 'CdetrStrictLoadHook',
+            'divergence_guard': 'CdetrDivergenceGuardHook',
+            'random_state': 'CdetrRandomStateHook'}
+    assert hooks.checkpoint.backend_args == dict(backend='cdetr_atomic_local')
