@@ -180,17 +180,25 @@ def _load_from_local_safely(filename: str, map_location: Any) -> Any:
     return safe_torch_load(filename, map_location=map_location)
 
 
+# A CheckpointLoader prefix (a regex, matched at the path's start) for local
+# paths: anything without a URL scheme such as ``https://`` or
+# ``open-mmlab:s3://``. mmengine tries prefixes in reverse string order, so
+# the URL schemes come first, this one next, and mmengine's own catch-all
+# ``''`` (which this one leaves registered) last.
+LOCAL_PATH_PREFIX = r'(?!(\S+:)?[A-Za-z][\w+.-]*://)'
+
+
 def register_safe_local_loader() -> None:
     """Make every mmengine load of a local checkpoint go through ours.
 
     ``load_from``, ``--resume``, ``tools/test.py``, mmdet's
     ``init_detector`` and ``DetInferencer`` all load local files through
-    mmengine's ``CheckpointLoader`` scheme ``''``. mmengine offers no other
-    extension point for local files, so ours replaces that scheme
-    (``force=True``); URLs and ``open-mmlab://`` keep their loaders.
+    mmengine's ``CheckpointLoader``. Registering :data:`LOCAL_PATH_PREFIX`
+    (a new prefix, tried before mmengine's catch-all ``''``) routes them to
+    :func:`_load_from_local_safely`; URL schemes keep their loaders.
     Idempotent.
     """
     from mmengine.runner.checkpoint import CheckpointLoader
-    if CheckpointLoader._schemes.get('') is not _load_from_local_safely:
-        CheckpointLoader.register_scheme(
-            prefixes='', loader=_load_from_local_safely, force=True)
+    if LOCAL_PATH_PREFIX not in CheckpointLoader._schemes:
+        CheckpointLoader.register_scheme(prefixes=LOCAL_PATH_PREFIX,
+                                         loader=_load_from_local_safely)
