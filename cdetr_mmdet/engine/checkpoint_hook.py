@@ -138,8 +138,10 @@ class CdetrCheckpointHook(CheckpointHook):
                 'last_checkpoint '
                 'still names it.')
         outdated = []
-        repeated = bool(self.keep_ckpt_ids) and self.keep_ckpt_ids[-1] == step
-        if self.max_keep_ckpts > 0 and not repeated:
+        # keep_ckpt_ids exists only with max_keep_ckpts > 0; a step saved
+        # twice (best and regular checkpoint) is kept once.
+        if self.max_keep_ckpts > 0 and not (
+                self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
             if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
                 outdated.append(self.keep_ckpt_ids.popleft())
             self.keep_ckpt_ids.append(step)
