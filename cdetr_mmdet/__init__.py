@@ -1,12 +1,14 @@
 """cdetr_mmdet: Conditional DETR as registered MMDetection 3.x modules."""
 from . import data, evaluation  # noqa: F401  (register the dataset, transform, hook, metric)
 from . import engine  # noqa: F401  (registers the backend and wrapper)
-from .checkpoint_safety import register_safe_globals
+from .checkpoint_safety import register_safe_globals, register_safe_local_loader
 from .models import *  # noqa: F401,F403  (registers the modules)
 from .models import __all__ as _models_all
 from .version import __version__
 
 # Checkpoints saved by mmengine must load under torch's weights_only=True.
 register_safe_globals()
+# ... and a refused one fails with our message, on every loading path.
+register_safe_local_loader()
 
 __all__ = ['__version__', 'register_safe_globals', *_models_all]

@@ -45,7 +45,10 @@ try:  # numpy >= 2
 except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _np_multiarray
 
-__all__ = ['register_safe_globals', 'safe_torch_load', 'UnsafeCheckpointError']
+__all__ = [
+    'register_safe_globals', 'register_safe_local_loader', 'safe_torch_load',
+    'UnsafeCheckpointError'
+]
 
 # The statistics methods HistoryBuffer pickles by reference.
 _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
@@ -159,4 +162,43 @@ def safe_torch_load(path: Any, map_location: Any = 'cpu') -> Any:
             f'Refused to load checkpoint {str(path)!r}: it references '
             f'{", ".join(refused)}, outside the allow-list of data-only '
             'types. Loading it would need arbitrary code execution, so it '
-            'was not loaded.') from None
+            'was not loaded: the file is unsafe. Use a checkpoint from a '
+            'source you trust.') from None
+
+
+def _load_from_local_safely(filename: str, map_location: Any) -> Any:
+    """mmengine's local-file checkpoint loader with our refusal message.
+
+    Same as ``mmengine.runner.checkpoint.load_from_local`` (which calls
+    ``torch.load`` with torch's weights-only default), except that a refused
+    file raises :class:`UnsafeCheckpointError` naming the globals instead of
+    torch's advice to re-run with ``weights_only=False``.
+    """
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'Checkpoint {filename!r} does not exist')
+    return safe_torch_load(filename, map_location=map_location)
+
+
+# A CheckpointLoader prefix (a regex, matched at the path's start) for local
+# paths: anything without a URL scheme such as ``https://`` or
+# ``open-mmlab:s3://``. mmengine tries prefixes in reverse string order, so
+# the URL schemes come first, this one next, and mmengine's own catch-all
+# ``''`` (which this one leaves registered) last.
+LOCAL_PATH_PREFIX = r'(?!(\S+:)?[A-Za-z][\w+.-]*://)'
+
+
+def register_safe_local_loader() -> None:
+    """Make every mmengine load of a local checkpoint go through ours.
+
+    ``load_from``, ``--resume``, ``tools/test.py``, mmdet's
+    ``init_detector`` and ``DetInferencer`` all load local files through
+    mmengine's ``CheckpointLoader``. Registering :data:`LOCAL_PATH_PREFIX`
+    (a new prefix, tried before mmengine's catch-all ``''``) routes them to
+    :func:`_load_from_local_safely`; URL schemes keep their loaders.
+    Idempotent.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    if LOCAL_PATH_PREFIX not in CheckpointLoader._schemes:
+        CheckpointLoader.register_scheme(prefixes=LOCAL_PATH_PREFIX,
+                                         loader=_load_from_local_safely)

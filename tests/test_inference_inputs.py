@@ -9,7 +9,7 @@ from mmdet.apis import init_detector
 from mmengine.config import Config
 from PIL import Image
 
-from cdetr_mmdet.apis import DetInferencer, InputError, check_image_input, inference_detector
+from cdetr_mmdet.apis import CdetrDetInferencer, InputError, check_image_input, inference_detector
 from conftest import ROOT
 
 TINY_CFG = ROOT / 'tests' / 'data' / 'tiny_cdetr_shapes.py'  # test pipeline: Resize to 96x96
@@ -52,7 +52,7 @@ def test_zero_byte_file_is_named_by_every_entry_point(model, tmp_path):
     expected = re.escape(f'{path} is an empty file (0 bytes); expected an image file')
     with pytest.raises(InputError, match=expected):
         inference_detector(model, [str(path)])
-    inferencer = DetInferencer(model=str(TINY_CFG), weights=None, device='cpu',
+    inferencer = CdetrDetInferencer(model=str(TINY_CFG), weights=None, device='cpu',
                                show_progress=False)
     with pytest.raises(InputError, match=expected):
         inferencer(str(path))

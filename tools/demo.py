@@ -111,8 +111,9 @@ def visualise(config: Path, checkpoint: str, images: List[str], ann_file: str, o
               score_thr: float) -> List[Path]:
     """Ground truth beside the detections (score >= score_thr), 4x upscaled; returns the PNGs."""
     import mmcv
-    from mmdet.apis import inference_detector, init_detector
+    from mmdet.apis import inference_detector
 
+    from cdetr_mmdet.apis import init_detector  # strict weight loading
     from cdetr_mmdet.analysis.detections import (best_class_per_box, draw_gt_and_prediction,
                                                  gt_of_image)
     model = init_detector(str(config), checkpoint, device='cpu')
@@ -135,9 +136,8 @@ def visualise(config: Path, checkpoint: str, images: List[str], ann_file: str, o
 
 def draw_attention(config: Path, checkpoint: str, images: List[str], out_dir: Path) -> List[Path]:
     """The top-2 detections' cross-attention maps of each image (tools/vis_attention.py)."""
-    from mmdet.apis import init_detector
-
     from cdetr_mmdet.analysis.figures import draw_image_attention
+    from cdetr_mmdet.apis import init_detector  # strict weight loading
     model = init_detector(str(config), checkpoint, device='cpu')
     pngs = []
     for image in images:

@@ -2,9 +2,10 @@
 
     python tools/drop_class_head.py coco_r50.pth coco_r50_no_cls.pth
 
-Loading the result with ``load_from`` keeps the backbone, transformer and box
-head and leaves the freshly initialised class head (any ``num_classes``);
-mmengine then lists ``bbox_head.fc_cls.*`` as missing keys, as expected.
+Loading the result with ``load_from`` and ``load_from_skip =
+['bbox_head.fc_cls']`` keeps the backbone, transformer and box head and leaves
+the freshly initialised class head (any ``num_classes``); without
+``load_from_skip`` the strict load refuses the missing class head.
 """
 import argparse
 import io

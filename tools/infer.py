@@ -38,13 +38,14 @@ def main(argv: Optional[List[str]] = None) -> Path:
     """Run the detector on one image; returns the drawn PNG's path."""
     args = parse_args(argv)
     image = Path(args.image)
-    from cdetr_mmdet.apis import DetInferencer, InputError, check_image_input
+    from cdetr_mmdet.apis import CdetrDetInferencer, InputError, check_image_input
     try:  # before the model is built: a bad image is named at once
         check_image_input(str(image), 'image')
     except InputError as e:
         sys.exit(f'error: {e}')
-    inferencer = DetInferencer(model=args.config, weights=args.weights, device=args.device,
-                               show_progress=False)
+    # Strict: a checkpoint that does not fit the config fails, naming the keys.
+    inferencer = CdetrDetInferencer(model=args.config, weights=args.weights, device=args.device,
+                                    show_progress=False)
     try:  # again with the config's test pipeline (an image too thin for its Resize)
         check_image_input(str(image), 'image', inferencer.cfg)
     except InputError as e:

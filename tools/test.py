@@ -91,6 +91,15 @@ def main():
                           args.work_dir)
 
     cfg.load_from = args.checkpoint
+    # Strict checkpoint loading even for configs that do not inherit
+    # configs/_base_/default_runtime.py.
+    if cfg.get('default_hooks') is None:
+        cfg.default_hooks = dict()
+    cfg.default_hooks.setdefault('strict_load',
+                                 dict(type='CdetrStrictLoadHook'))
+    # Testing loads every tensor: CdetrStrictLoadHook (default_runtime)
+    # refuses a checkpoint that does not fit; fine-tuning skips don't apply.
+    cfg.pop('load_from_skip', None)
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)

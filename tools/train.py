@@ -65,6 +65,12 @@ def main():
                                '"auto_scale_lr.base_batch_size" in your'
                                ' configuration file.')
 
+    # Strict checkpoint loading even for configs that do not inherit
+    # configs/_base_/default_runtime.py.
+    if cfg.get('default_hooks') is None:
+        cfg.default_hooks = dict()
+    cfg.default_hooks.setdefault('strict_load',
+                                 dict(type='CdetrStrictLoadHook'))
     # resume is determined in this priority: resume from > auto_resume
     if args.resume == 'auto':
         cfg.resume = True

@@ -1,4 +1,9 @@
-"""Inference entry points that check their inputs, then call mmdet's (``import cdetr_mmdet.apis``)."""
-from .inputs import DetInferencer, InputError, check_image_input, inference_detector
+"""Inference entry points: strict, weights-only checkpoint loading and checked inputs.
 
-__all__ = ['DetInferencer', 'InputError', 'check_image_input', 'inference_detector']
+Use these instead of ``mmdet.apis``'s (which load non-strictly and pass bad images on to OpenCV).
+"""
+from .checkpoint import CdetrDetInferencer, init_detector
+from .inputs import InputError, check_image_input, inference_detector
+
+__all__ = ['CdetrDetInferencer', 'InputError', 'check_image_input', 'inference_detector',
+           'init_detector']

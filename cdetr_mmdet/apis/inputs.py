@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, List, Sequence, Union
 
 import numpy as np
-from mmdet.apis import DetInferencer as _MMDetInferencer
 from mmdet.apis import inference_detector as _mmdet_inference_detector
 from PIL import Image
 
@@ -137,14 +136,4 @@ def inference_detector(model, imgs: Union[ImageInput, Sequence[ImageInput]], *ar
         return _mmdet_inference_detector(model, checked, *args, **kwargs)
     return _mmdet_inference_detector(model, check_image_input(imgs, 'input', model.cfg),
                                      *args, **kwargs)
-
-
-class DetInferencer(_MMDetInferencer):
-    """mmdet's ``DetInferencer`` after :func:`check_image_input` on every image."""
-
-    def _inputs_to_list(self, inputs: Any) -> list:
-        """mmdet's list (a folder expands to its images), each input checked."""
-        inputs = super()._inputs_to_list(inputs)
-        return [check_image_input(x, f'input[{i}]' if len(inputs) > 1 else 'input', self.cfg)
-                for i, x in enumerate(inputs)]
 

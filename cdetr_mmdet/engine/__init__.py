@@ -1,11 +1,20 @@
-"""Runner support: atomic checkpoint writes, CPU distributed and bf16 training."""
-from .atomic_backend import AtomicLocalBackend
+"""Runner support: safe checkpoints, divergence guard, CPU distributed, bf16, tool options."""
+from .atomic_backend import AtomicLocalBackend, remove_partial_files
+from .checkpoint_hook import (CdetrCheckpointHook, NonFiniteWeightsError,
+                              newest_complete_checkpoint)
 from .cpu_amp import CdetrCPUAmpOptimWrapper
 from .cpu_ddp import CdetrCPUDistributedDataParallel, setup_cpu_distributed
+from .divergence_guard import CdetrDivergenceGuardHook, TrainingDivergedError
+from .random_state_hook import CdetrRandomStateHook
+from .state_dict_check import CheckpointMismatchError, match_state_dict
+from .strict_load_hook import CdetrStrictLoadHook
 from .tool_config import add_run_arguments, load_run_config, parse_run_args
 
 __all__ = [
-    'AtomicLocalBackend', 'CdetrCPUAmpOptimWrapper',
-    'CdetrCPUDistributedDataParallel', 'add_run_arguments', 'load_run_config',
-    'parse_run_args', 'setup_cpu_distributed'
+    'AtomicLocalBackend', 'CdetrCheckpointHook', 'CdetrCPUAmpOptimWrapper',
+    'CdetrCPUDistributedDataParallel', 'CdetrDivergenceGuardHook',
+    'CdetrRandomStateHook', 'CdetrStrictLoadHook', 'CheckpointMismatchError',
+    'NonFiniteWeightsError', 'TrainingDivergedError', 'add_run_arguments',
+    'load_run_config', 'match_state_dict', 'newest_complete_checkpoint',
+    'parse_run_args', 'remove_partial_files', 'setup_cpu_distributed'
 ]

@@ -4,15 +4,52 @@ mmengine's ``LocalBackend.put`` writes the checkpoint in place, so a crash or a
 full disk mid-write leaves a truncated ``epoch_N.pth`` that ``--resume auto``
 then picks. Writing to a temporary file in the same folder, syncing it and
 ``os.replace``-ing it over the target leaves either the old file or the
-complete new one.
+complete new one. A save killed with ``kill -9`` cannot remove its temporary
+file: the next write into the same folder does (one writer per folder, as a
+run's work_dir is). The result gets the permissions a plain ``open()`` would
+give (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
 """
+import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import List, Union
 
 from mmengine.fileio import register_backend
 from mmengine.fileio.backends import LocalBackend
+
+# Temporary files of a write in progress: ``.cdetr-partial-<random><name>``.
+PARTIAL_PREFIX = '.cdetr-partial-'
+# What earlier versions of this backend named them.
+_LEGACY_PREFIX = '.tmp-'
+
+
+def _default_file_mode() -> int:
+    """``0o666`` less the process umask: what ``open(path, 'w')`` creates."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def remove_partial_files(folder: Union[str, Path]) -> List[str]:
+    """Delete temporary files that killed writes left in ``folder``.
+
+    Args:
+        folder (str | Path): The folder a checkpoint is written into.
+
+    Returns:
+        list[str]: The paths removed.
+    """
+    removed = []
+    for prefix in (PARTIAL_PREFIX, _LEGACY_PREFIX):
+        for path in glob.glob(os.path.join(glob.escape(os.fspath(folder)),
+                                           prefix + '*')):
+            try:
+                os.remove(path)
+                removed.append(path)
+            except FileNotFoundError:  # removed meanwhile
+                pass
+    return removed
 
 
 @register_backend('cdetr_atomic_local')
@@ -26,6 +63,9 @@ class AtomicLocalBackend(LocalBackend):
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
         """Write bytes to ``filepath`` atomically.
 
+        Leftover temporary files of earlier, killed writes into the same
+        folder are removed first.
+
         Args:
             obj (bytes): Data to write.
             filepath (str | Path): Destination file.
@@ -33,9 +73,11 @@ class AtomicLocalBackend(LocalBackend):
         filepath = os.fspath(filepath)
         folder = os.path.dirname(os.path.abspath(filepath))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-',
+        remove_partial_files(folder)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=PARTIAL_PREFIX,
                                    suffix=os.path.basename(filepath))
         try:
+            os.fchmod(fd, _default_file_mode())
             with os.fdopen(fd, 'wb') as f:
                 f.write(obj)
                 f.flush()

@@ -6,14 +6,25 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # Atomic writes: an interrupted save never leaves a truncated checkpoint.
+    # Atomic writes: an interrupted save never leaves a truncated checkpoint;
+    # old checkpoints are deleted only after the new one and last_checkpoint
+    # are complete; NaN weights are never saved.
     checkpoint=dict(
-        type='CheckpointHook',
+        type='CdetrCheckpointHook',
         interval=1,
         max_keep_ckpts=3,
         backend_args=dict(backend='cdetr_atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='DetVisualizationHook'))
+    visualization=dict(type='DetVisualizationHook'),
+    # Our hooks live here rather than in custom_hooks: a config that sets its
+    # own custom_hooks list replaces the base's, default_hooks dicts merge.
+    # load_from / --resume / test checkpoints must fit the model exactly
+    # (fine-tuning with another class count: load_from_skip, see README).
+    strict_load=dict(type='CdetrStrictLoadHook'),
+    # Stops at the first NaN/inf or exploding loss, before its checkpoint.
+    divergence_guard=dict(type='CdetrDivergenceGuardHook'),
+    # --resume continues with the same augmentation random state.
+    random_state=dict(type='CdetrRandomStateHook'))
 # Stops training at its start when the head's num_classes differs from the
 # dataset's number of classes (the message names both). The dataset check
 # reads every split the run uses (annotation file, class mapping, boxes,

@@ -65,6 +65,6 @@ test_cfg = dict(type='TestLoop')
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1),
+    checkpoint=dict(interval=1, max_keep_ckpts=1),
     visualization=dict(type='DetVisualizationHook', draw=False))
 log_processor = dict(window_size=20)

@@ -59,5 +59,5 @@ test_cfg = dict(type='TestLoop')
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=1))
+    checkpoint=dict(interval=10, max_keep_ckpts=1))
 log_processor = dict(window_size=20)

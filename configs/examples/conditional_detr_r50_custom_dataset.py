@@ -1,8 +1,8 @@
 # Fine-tune the COCO-trained R50 model on your own COCO-format dataset.
 # 1. Set the classes (their order = label ids) and num_classes to match.
 # 2. Point the paths at your data.
-# 3. Drop the COCO class head from the checkpoint, then load the rest:
-#      python tools/drop_class_head.py coco_r50.pth coco_r50_no_cls.pth
+# 3. Load the COCO checkpoint except its class head (load_from_skip below);
+#    every other tensor must fit, or training stops naming the offenders.
 _base_ = '../conditional_detr_r50_50e.py'
 
 classes = ('cat', 'dog', 'bird')
@@ -28,7 +28,8 @@ test_evaluator = val_evaluator
 
 # The backbone, transformer and box head start from COCO; the class head is
 # new. A shorter schedule usually suffices when fine-tuning.
-load_from = 'coco_r50_no_cls.pth'
+load_from = 'coco_r50.pth'
+load_from_skip = ['bbox_head.fc_cls']  # another class count: starts fresh
 max_epochs = 24
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [

@@ -101,6 +101,6 @@ test_cfg = dict(type='TestLoop')
 param_scheduler = []
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=5),
-    checkpoint=dict(type='CheckpointHook', interval=20, by_epoch=False,
+    checkpoint=dict(interval=20, by_epoch=False,
                     max_keep_ckpts=-1))
 log_processor = dict(by_epoch=False)

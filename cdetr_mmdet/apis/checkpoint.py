@@ -1,0 +1,98 @@
+"""Inference entry points that load checkpoints strictly and safely.
+
+mmdet's ``init_detector`` and ``DetInferencer`` load with ``strict=False``: a
+checkpoint of another architecture or class count gives a random model and
+only a log line. These load the same way but refuse a checkpoint that does
+not fit the model (:class:`~cdetr_mmdet.engine.CheckpointMismatchError`, with
+the counts and the first offenders) and refuse unsafe pickles
+(:class:`~cdetr_mmdet.checkpoint_safety.UnsafeCheckpointError`).
+"""
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from mmdet.apis import DetInferencer
+from mmdet.apis import init_detector as mmdet_init_detector
+from mmengine.config import Config
+
+from ..checkpoint_safety import safe_torch_load
+from ..engine.state_dict_check import match_state_dict, strip_prefixes
+from .inputs import check_image_input
+
+__all__ = ['CdetrDetInferencer', 'init_detector', 'load_state_dict_strictly']
+
+
+def load_state_dict_strictly(model: torch.nn.Module, checkpoint: dict,
+                             source: str) -> None:
+    """Copy ``checkpoint['state_dict']`` (or ``checkpoint``) into ``model``.
+
+    Raises:
+        CheckpointMismatchError: Missing, unexpected or mismatched tensors.
+    """
+    state = strip_prefixes(checkpoint.get('state_dict', checkpoint))
+    match_state_dict(model.state_dict(), state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def init_detector(config: Union[str, Path, Config],
+                  checkpoint: Optional[str] = None,
+                  palette: str = 'none',
+                  device: str = 'cpu',
+                  cfg_options: Optional[dict] = None) -> torch.nn.Module:
+    """``mmdet.apis.init_detector`` with a strict, weights-only load.
+
+    Args:
+        config (str | Path | Config): The model config.
+        checkpoint (str, optional): The checkpoint; None keeps random weights
+            (and COCO class names, as mmdet does).
+        palette (str): As in mmdet. Defaults to 'none'.
+        device (str): Where the model goes. Defaults to 'cpu'.
+        cfg_options (dict, optional): Config overrides.
+
+    Returns:
+        nn.Module: The detector in eval mode, with ``cfg`` and
+        ``dataset_meta`` set as mmdet sets them.
+
+    Raises:
+        CheckpointMismatchError: The checkpoint does not fit the model.
+        UnsafeCheckpointError: The checkpoint pickles code.
+    """
+    if checkpoint is None:
+        return mmdet_init_detector(config, None, palette, device, cfg_options)
+    with warnings.catch_warnings():  # mmdet's "checkpoint is None" notice
+        warnings.simplefilter('ignore')
+        model = mmdet_init_detector(config, None, palette, 'cpu', cfg_options)
+    loaded = safe_torch_load(checkpoint, map_location='cpu')
+    load_state_dict_strictly(model, loaded, str(checkpoint))
+    meta = loaded.get('meta', {}).get('dataset_meta')
+    if meta is not None:
+        config_palette = model.dataset_meta.get('palette')
+        model.dataset_meta = {k.lower(): v for k, v in meta.items()}
+        # Priority as in mmdet: argument, config, checkpoint, random.
+        if palette != 'none' or config_palette != 'random' or \
+                'palette' not in model.dataset_meta:
+            model.dataset_meta['palette'] = config_palette
+    else:
+        warnings.warn(f'{checkpoint} has no dataset_meta: COCO class names '
+                      'are used')
+    return model.to(device).eval()
+
+
+class CdetrDetInferencer(DetInferencer):
+    """mmdet's ``DetInferencer`` with strict weights (see module docstring) and
+    every input checked by :func:`~cdetr_mmdet.apis.inputs.check_image_input`."""
+
+    def _inputs_to_list(self, inputs: Any) -> list:
+        """mmdet's list (a folder expands to its images), each input checked."""
+        inputs = super()._inputs_to_list(inputs)
+        return [check_image_input(x, f'input[{i}]' if len(inputs) > 1 else 'input', self.cfg)
+                for i, x in enumerate(inputs)]
+
+    def _load_weights_to_model(self, model: torch.nn.Module,
+                               checkpoint: Optional[dict],
+                               cfg: Optional[Config]) -> None:
+        if checkpoint is not None:  # mmdet's method then loads and sets meta
+            state = strip_prefixes(checkpoint.get('state_dict', checkpoint))
+            match_state_dict(model.state_dict(), state, 'the weights')
+        super()._load_weights_to_model(model, checkpoint, cfg)

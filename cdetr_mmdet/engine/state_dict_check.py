@@ -1,0 +1,104 @@
+"""Strict comparison of a checkpoint's state dict with a model's.
+
+mmengine and mmdet load ``load_from``, ``tools/test.py`` and ``init_detector``
+checkpoints with ``strict=False``: a checkpoint of another architecture loads
+0 tensors and only a log line says so. :func:`match_state_dict` fails instead,
+with the counts and the first offenders of each kind, unless the caller names
+the tensors it means to leave out (fine-tuning with another class count).
+"""
+import re
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+
+import torch
+
+__all__ = ['CheckpointMismatchError', 'match_state_dict', 'selected_by',
+           'strip_prefixes']
+
+# How many offenders of each kind the message lists.
+_SHOWN = 5
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose tensors do not fit the model."""
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor],
+                   revise_keys: Sequence[Tuple[str, str]] = (
+                       (r'^module\.', ''), )) -> Dict[str, torch.Tensor]:
+    """Apply mmengine's ``revise_keys`` (default: drop DDP's ``module.``)."""
+    revised = dict(state_dict)
+    for pattern, replacement in revise_keys:
+        revised = {re.sub(pattern, replacement, k): v
+                   for k, v in revised.items()}
+    return revised
+
+
+def selected_by(key: str, names: Iterable[str]) -> bool:
+    """Whether ``key`` is one of ``names`` or inside a module named there."""
+    return any(key == name or key.startswith(name + '.') for name in names)
+
+
+def _listing(kind: str, keys: List[str]) -> str:
+    shown = ', '.join(keys[:_SHOWN])
+    more = f', ... ({len(keys) - _SHOWN} more)' if len(keys) > _SHOWN else ''
+    return f'{len(keys)} {kind} ({shown}{more})'
+
+
+def match_state_dict(model_state: Mapping[str, torch.Tensor],
+                     checkpoint_state: Mapping[str, torch.Tensor],
+                     source: str,
+                     skip: Sequence[str] = ()) -> List[str]:
+    """Check that ``checkpoint_state`` fills ``model_state`` exactly.
+
+    Args:
+        model_state (Mapping[str, Tensor]): The model's ``state_dict()``.
+        checkpoint_state (Mapping[str, Tensor]): The checkpoint's tensors,
+            prefixes already revised (:func:`strip_prefixes`).
+        source (str): The checkpoint's name, for the message.
+        skip (Sequence[str]): Tensor names or module prefixes (e.g.
+            ``'bbox_head.fc_cls'``) deliberately left out: missing,
+            unexpected or shape-mismatched keys under them are allowed. Each
+            must name at least one key of the model or the checkpoint.
+
+    Returns:
+        list[str]: The checkpoint keys under ``skip`` (the caller must not
+        load them), sorted.
+
+    Raises:
+        CheckpointMismatchError: Missing, unexpected or shape-mismatched keys
+            outside ``skip``, or a ``skip`` entry that names nothing.
+    """
+    unknown = [name for name in skip
+               if not any(selected_by(k, [name])
+                          for k in (*model_state, *checkpoint_state))]
+    if unknown:
+        raise CheckpointMismatchError(
+            f'load_from_skip names {unknown}, which match no tensor of the '
+            f'model or of {source}; give tensor names or module prefixes '
+            "such as 'bbox_head.fc_cls'")
+    missing = [k for k in model_state
+               if k not in checkpoint_state and not selected_by(k, skip)]
+    unexpected = [k for k in checkpoint_state
+                  if k not in model_state and not selected_by(k, skip)]
+    mismatched = [
+        f'{k}: checkpoint {tuple(v.shape)} vs model '
+        f'{tuple(model_state[k].shape)}'
+        for k, v in checkpoint_state.items()
+        if k in model_state and hasattr(v, 'shape')
+        and tuple(v.shape) != tuple(model_state[k].shape)
+        and not selected_by(k, skip)
+    ]
+    if missing or unexpected or mismatched:
+        problems = '; '.join(
+            _listing(kind, keys) for kind, keys in (
+                ('missing keys', missing), ('unexpected keys', unexpected),
+                ('shape mismatches', mismatched)) if keys)
+        loaded = sum(k in model_state for k in checkpoint_state)
+        raise CheckpointMismatchError(
+            f'Checkpoint {source} does not fit the model '
+            f'({loaded} of {len(model_state)} model tensors named in it): '
+            f'{problems}. Check that the config matches the checkpoint '
+            '(architecture, num_classes); convert foreign checkpoints with '
+            'tools/convert_checkpoint.py; to fine-tune with another class '
+            "count set load_from_skip = ['bbox_head.fc_cls'] in the config.")
+    return sorted(k for k in checkpoint_state if selected_by(k, skip))
