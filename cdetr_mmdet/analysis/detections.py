@@ -5,7 +5,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .figures import save_palette_png
+from .figures import save_figure
 
 # One colour per class (matplotlib tab10), the same in both panels.
 COLORS = ('tab:red', 'tab:blue', 'tab:green', 'tab:orange', 'tab:purple',
@@ -175,13 +175,7 @@ def draw_gt_and_prediction(image: np.ndarray, gt_boxes: np.ndarray,
         ax.axis('off')
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=dpi)
-    plt.close(fig)
-    save_palette_png(out_path)
-    return out_path
+    return save_figure(fig, out_path, dpi)
 
 
 def gt_of_image(ann_file: str, file_name: str, classes: Sequence[str]

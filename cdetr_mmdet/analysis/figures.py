@@ -124,6 +124,13 @@ def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
             if col == 0:
                 ax.set_ylabel(name, fontsize=8)
     fig.suptitle(title, fontsize=8)
+    return save_figure(fig, out_path, dpi)
+
+
+def save_figure(fig, out_path, dpi: int) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure as a
+    256-colour PNG; returns its path."""
+    plt = _pyplot()
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
