@@ -12,7 +12,7 @@ SCRIPT = ROOT / 'benchmarks' / 'ablation.py'
 
 def run_quick(out_dir):
     proc = subprocess.run([sys.executable, str(SCRIPT), '--quick', '--out-dir', str(out_dir)],
-                          cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
