@@ -292,8 +292,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
               flush=True)
         start = time.perf_counter()
         models = args.models
-        for name in models:  # variant-major: both seeds of one variant at a time
-            args.models = [name]
+        # Variant-major: all seeds of `chunk` variants at a time (1 with the default 2 jobs).
+        chunk = max(1, args.jobs // len(args.seeds))
+        for i in range(0, len(models), chunk):
+            args.models = models[i:i + chunk]
             conv.run_all(args)
         args.models = models
         wall_s = time.perf_counter() - start
