@@ -236,12 +236,18 @@ def fmt(stats: Optional[Dict]) -> str:
 def markdown_table(result: Dict) -> str:
     """Per-variant table, rank agreement and the >= 2 AP pairs."""
     out = ['| variant | decoder switch | paper AP | our final AP [seed min, max] | '
-           'our mean AP over the run [min, max] |', '| --- | --- | ---: | --- | --- |']
+           'our mean AP over the run [min, max] | seeds done (last epoch) |',
+           '| --- | --- | ---: | --- | --- | --- |']
+    epochs = result['settings']['epochs']
     for name, v in result['variants'].items():
         switch = ', '.join(f'{k}={val!r}' for k, val in v['switches'].items()) or '(defaults)'
         alias = f' (= {v["trained_as"]} run)' if name in ALIASES else ''
+        done = f'{len(v["complete_seeds"])}/{len(v["runs"])}'
+        if len(v['complete_seeds']) < len(v['runs']):  # a partial report: how far the rest got
+            done += (f' (epoch {v["epochs"][-1]} of {epochs}: mean AP {v["AP_mean_curve"][-1]:.3f})'
+                     if v['epochs'] else ' (not started)')
         out.append(f'| {v["label"]}{alias} | `{switch}` | {v["paper_AP"]} | {fmt(v["final_AP"])} | '
-                   f'{fmt(v["mean_AP_over_run"])} |')
+                   f'{fmt(v["mean_AP_over_run"])} | {done} |')
     out.append('')
     spread = result['final_AP_seed_spread']
     if spread:

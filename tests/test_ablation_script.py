@@ -38,7 +38,7 @@ def test_quick_run_writes_json_png_table_then_skips_finished_runs(tmp_path):
     assert comp['variants'] == ['csq']  # the alias is not a second model
     assert comp['tau'] is None and comp['pairs'] == []  # one model: nothing to rank
     table = (tmp_path / 'ablation_table.md').read_text()
-    assert '| T identity (= csq_p run) | `transform=\'identity\'` | 37.8 |' in table
+    assert "| T identity (= csq_p run) | `transform='identity'` | 37.8 |" in table and '| 1/1 |' in table
     assert 'Kendall tau' in table and 'Kendall tau' in stdout
     image = cv2.imread(str(tmp_path / 'ablation.png'))
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
