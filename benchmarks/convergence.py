@@ -192,7 +192,9 @@ def launch(args: argparse.Namespace, model: str, seed: int) -> subprocess.Popen:
     """Start one run in a subprocess; its output goes to the run's train.log."""
     work_dir = run_dir(Path(args.out_dir).resolve(), model, seed)
     work_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), '--out-dir', str(args.out_dir),
+    # benchmarks/ablation.py reuses run_all with its own script (args.script).
+    script = getattr(args, 'script', None) or Path(__file__).resolve()
+    cmd = [sys.executable, str(script), '--out-dir', str(args.out_dir),
            '--num-train', str(args.num_train), '--num-val', str(args.num_val),
            '--epochs', str(args.epochs), '--eval-interval', str(args.eval_interval),
            '--threads', str(args.threads), '--train-one', model, str(seed)]

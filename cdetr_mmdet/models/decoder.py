@@ -9,6 +9,20 @@ from torch import Tensor, nn
 
 from .decoder_layer import ConditionalDecoderLayer
 
+# The paper's ablations (section 4.3, Table 3, Figure 5); first = default.
+REFERENCES = ('predicted', 'learned', 'fixed')
+SPATIAL_QUERIES = ('csq', 'csq_c', 'csq_t', 'csq_p', 'csq_i')
+TRANSFORMS = ('diagonal', 'identity', 'scalar', 'block', 'full')
+
+
+def _check_choice(key: str, value: str, allowed: Tuple[str, ...]) -> None:
+    """Raise a ValueError naming the key and the allowed values."""
+    if value not in allowed:
+        raise ValueError(
+            f'CdetrTransformerDecoder: {key}={value!r} is not supported; '
+            f'allowed values: {", ".join(repr(a) for a in allowed)} '
+            f'(default {allowed[0]!r})')
+
 
 @MODELS.register_module()
 class CdetrTransformerDecoder(BaseModule):
@@ -20,31 +34,117 @@ class CdetrTransformerDecoder(BaseModule):
     ``T = MLP(query)`` (``query_scale``, d -> d -> d) afterwards. One shared
     LayerNorm (``norm``) normalises every layer's output.
 
+    Three switches rebuild the paper's ablations (Meng et al. 2021, section
+    4.3); their defaults are the paper's full model, which is also what the
+    official code, mmdet and Hugging Face implement. Below, ``f`` is a
+    layer's input decoder embedding (the previous layer's output; zeros in
+    layer 1), ``c_q`` its content query after self-attention, ``p_s`` the
+    sine embedding of the normalised reference point and ``p_q`` the spatial
+    query the cross-attention receives (before its projection).
+
+    ``reference`` -- where the reference point comes from (section 4.3):
+
+    - ``'predicted'`` (default): predicted from the object query,
+      ``s = sigmoid(MLP(o_q))``.
+    - ``'learned'``: a free 2-D point per query, learned as a parameter
+      (``ref_point_embed``, ``num_queries`` x 2, unnormalised like the
+      paper's ``s``; normalised with a sigmoid). Needs ``num_queries``, which
+      ``CdetrConditionalDETR`` fills in from its own.
+    - ``'fixed'``: DETR's choice, the unnormalised ``s = (0, 0)`` for every
+      query. The paper's box is ``sigmoid(FFN(f) + [s, 0, 0])`` and its
+      ``p_s`` is the sine embedding of ``sigmoid(s)``, so every query gets
+      the normalised point (0.5, 0.5): the box offset ``inverse_sigmoid(s)``
+      is 0 (DETR's box) and ``p_s`` is the image centre's embedding.
+
+    ``spatial_query`` -- the form of ``p_q`` (Table 3):
+
+    - ``'csq'`` (default): ``p_q = T(f) p_s``, T predicted from the decoder
+      embedding ``f``.
+    - ``'csq_c'``: the decoder content embedding alone, ``p_q = f``.
+    - ``'csq_t'``: the transformation alone, ``p_q = lambda_q = FFN(f)``.
+    - ``'csq_p'``: the reference point's positional embedding alone,
+      ``p_q = p_s``.
+    - ``'csq_i'``: ``p_q = T(c_q) p_s``, T predicted from the output of the
+      layer's self-attention ``c_q`` instead of from ``f``.
+
+    ``transform`` -- the form of T (Figure 5; only with ``spatial_query``
+    ``'csq'``). T is predicted from ``f`` by ``query_scale`` (Linear, ReLU,
+    Linear), whose output width sets the form:
+
+    - ``'diagonal'`` (default): ``T = diag(lambda_q)``, d numbers per query.
+    - ``'identity'``: T is not learned, ``p_q = p_s`` (the same model as
+      ``spatial_query='csq_p'``).
+    - ``'scalar'``: ``T = lambda_q I`` with a single number per query.
+    - ``'block'``: block-diagonal, one learned ``d/M x d/M`` matrix per
+      attention head (M heads; d/M-channel blocks of ``p_s``).
+    - ``'full'``: an unconstrained ``d x d`` matrix per query.
+
+    In layer 1 the decoder embedding is the zero content query and T is 1 in
+    every form, as in the official code: layer 1's ``p_q`` is ``p_s`` for
+    ``csq``/``csq_i``/``csq_p`` and every transform, ``1`` for ``csq_t`` and
+    ``0`` (= f) for ``csq_c``. A variant registers only the modules it uses
+    (no ``ref_point_head`` without ``'predicted'``, no ``query_scale``
+    without a learned T), so DDP keeps ``find_unused_parameters=False``.
+
     Args:
         num_layers (int): Number of decoder layers. Defaults to 6.
         layer_cfg (dict, optional): Keyword arguments of
             :class:`ConditionalDecoderLayer` (``embed_dims``, ``num_heads``,
             ``feedforward_channels``, ``dropout``). Defaults to None (its
             defaults).
+        reference (str): One of :data:`REFERENCES`. Defaults to
+            'predicted'.
+        spatial_query (str): One of :data:`SPATIAL_QUERIES`. Defaults to
+            'csq'.
+        transform (str): One of :data:`TRANSFORMS`. Defaults to 'diagonal'.
+        num_queries (int, optional): Object queries; required by (and only
+            allowed with) ``reference='learned'``. Defaults to None.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
     def __init__(self, num_layers: int = 6, layer_cfg: Optional[dict] = None,
+                 reference: str = 'predicted', spatial_query: str = 'csq',
+                 transform: str = 'diagonal',
+                 num_queries: Optional[int] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        _check_choice('reference', reference, REFERENCES)
+        _check_choice('spatial_query', spatial_query, SPATIAL_QUERIES)
+        _check_choice('transform', transform, TRANSFORMS)
+        if transform != 'diagonal' and spatial_query != 'csq':
+            raise ValueError(
+                f'CdetrTransformerDecoder: transform={transform!r} needs '
+                f"spatial_query='csq' (got {spatial_query!r}); the paper "
+                'varies the form of T only in its full model')
+        if (reference == 'learned') != (num_queries is not None):
+            raise ValueError(
+                "CdetrTransformerDecoder: num_queries is required by, and "
+                "only allowed with, reference='learned' (got reference="
+                f'{reference!r}, num_queries={num_queries!r})')
         layer_cfg = dict(layer_cfg or {})
         if 'is_first' in layer_cfg:
             raise KeyError('decoder.layer_cfg must not set "is_first": the '
                            'decoder sets it for its first layer')
+        self.reference, self.spatial_query = reference, spatial_query
+        self.transform = 'identity' if spatial_query == 'csq_p' else transform
         self.layers = nn.ModuleList(
             ConditionalDecoderLayer(**layer_cfg, is_first=(i == 0))
             for i in range(num_layers))
-        self.embed_dims = embed_dims = self.layers[0].embed_dims
-        if embed_dims % 2:
-            raise ValueError(f'embed_dims must be even, got {embed_dims}')
-        self.query_scale = MLP(embed_dims, embed_dims, embed_dims, 2)
-        self.ref_point_head = MLP(embed_dims, embed_dims, 2, 2)
-        self.norm = nn.LayerNorm(embed_dims)
+        self.embed_dims = d = self.layers[0].embed_dims
+        if d % 2:
+            raise ValueError(f'embed_dims must be even, got {d}')
+        self.num_heads = self.layers[0].cross_attn.num_heads
+        head_dims = d // self.num_heads
+        t_dims = dict(diagonal=d, scalar=1, block=self.num_heads * head_dims**2,
+                      full=d * d).get(self.transform)
+        if t_dims is not None and spatial_query != 'csq_c':
+            self.query_scale = MLP(d, d, t_dims, 2)
+        if reference == 'predicted':
+            self.ref_point_head = MLP(d, d, 2, 2)
+        elif reference == 'learned':
+            self.num_queries = num_queries
+            self.ref_point_embed = nn.Embedding(num_queries, 2)
+        self.norm = nn.LayerNorm(d)
 
     def ref_sine_embed(self, reference: Tensor) -> Tensor:
         """Sine embedding of reference points, d / 2 features per axis.
@@ -57,6 +157,74 @@ class CdetrTransformerDecoder(BaseModule):
         """
         return coordinate_to_encoding(reference,
                                       num_feats=self.embed_dims // 2)
+
+    def reference_points(self, query_pos: Tensor) -> Tensor:
+        """Normalised reference points s per ``reference``.
+
+        Args:
+            query_pos (Tensor): Object queries, (bs, num_queries, d).
+
+        Returns:
+            Tensor: (bs, num_queries, 2) in [0, 1].
+        """
+        if self.reference == 'predicted':
+            return self.ref_point_head(query_pos).sigmoid()
+        bs, num_queries = query_pos.shape[:2]
+        if self.reference == 'fixed':  # sigmoid of DETR's unnormalised (0, 0)
+            return query_pos.new_full((bs, num_queries, 2), 0.5)
+        if num_queries != self.num_queries:
+            raise ValueError(f'{num_queries} object queries, but the learned '
+                             f'reference points were built for '
+                             f'{self.num_queries} (decoder.num_queries)')
+        return self.ref_point_embed.weight.sigmoid()[None].expand(bs, -1, -1)
+
+    def apply_transform(self, embed: Tensor, source: Tensor) -> Tensor:
+        """``T(source) embed`` with T in the form ``transform``.
+
+        Args:
+            embed (Tensor): ``p_s``, (bs, num_queries, d).
+            source (Tensor): What T is predicted from (``f`` or ``c_q``),
+                (bs, num_queries, d).
+
+        Returns:
+            Tensor: (bs, num_queries, d).
+        """
+        if self.transform == 'identity':
+            return embed
+        t = self.query_scale(source)  # (bs, nq, d | 1 | M*(d/M)^2 | d*d)
+        if self.transform in ('diagonal', 'scalar'):
+            return embed * t
+        bs, nq, d = embed.shape
+        if self.transform == 'block':  # per head: (d/M x d/M) @ (d/M)
+            dh = d // self.num_heads
+            t = t.view(bs, nq, self.num_heads, dh, dh)
+            return (t @ embed.view(bs, nq, self.num_heads, dh, 1)).view(
+                bs, nq, d)
+        return (t.view(bs, nq, d, d) @ embed.unsqueeze(-1)).squeeze(-1)
+
+    def spatial_query_of(self, first: bool, embed: Tensor, f: Tensor,
+                         c_q: Optional[Tensor] = None) -> Tensor:
+        """The spatial query ``p_q`` one layer's cross-attention receives.
+
+        Args:
+            first (bool): Whether the layer is the first (``layer.is_first``).
+            embed (Tensor): ``p_s``, (bs, num_queries, d).
+            f (Tensor): The layer's input decoder embedding,
+                (bs, num_queries, d).
+            c_q (Tensor, optional): Its content query after self-attention
+                (``spatial_query='csq_i'`` only), (bs, num_queries, d).
+
+        Returns:
+            Tensor: (bs, num_queries, d).
+        """
+        if self.spatial_query == 'csq_c':
+            return f
+        if self.spatial_query == 'csq_t':
+            return torch.ones_like(embed) if first else self.query_scale(f)
+        if first:  # T = 1 in layer 1
+            return embed
+        return self.apply_transform(
+            embed, c_q if self.spatial_query == 'csq_i' else f)
 
     def forward(self, query: Tensor, query_pos: Tensor, memory: Tensor,
                 memory_pos: Tensor,
@@ -76,12 +244,19 @@ class CdetrTransformerDecoder(BaseModule):
             output, (num_layers, bs, num_queries, d); ``references``, the
             reference points s, (bs, num_queries, 2).
         """
-        references = self.ref_point_head(query_pos).sigmoid()  # (bs, nq, 2)
+        references = self.reference_points(query_pos)  # (bs, nq, 2)
         ref_sine_embed = self.ref_sine_embed(references)  # (bs, nq, d)
         hidden_states = []
         for layer in self.layers:
-            pos_scale = 1. if layer.is_first else self.query_scale(query)
-            query = layer(query, memory, query_pos, memory_pos,
-                          ref_sine_embed * pos_scale, memory_mask)
+            if self.spatial_query == 'csq_i':  # T from the self-attn output
+                c_q = layer.self_attn_block(query, query_pos)
+                query = layer.cross_ffn_block(
+                    c_q, memory, query_pos, memory_pos,
+                    self.spatial_query_of(layer.is_first, ref_sine_embed, query, c_q),
+                    memory_mask)
+            else:
+                query = layer(query, memory, query_pos, memory_pos,
+                              self.spatial_query_of(layer.is_first, ref_sine_embed, query),
+                              memory_mask)
             hidden_states.append(self.norm(query))
         return torch.stack(hidden_states), references

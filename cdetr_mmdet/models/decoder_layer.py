@@ -62,8 +62,23 @@ class ConditionalDecoderLayer(nn.Module):
         Returns:
             Tensor: Updated content queries, (bs, num_queries, d).
         """
-        query = self.norm1(
+        query = self.self_attn_block(query, query_pos)
+        return self.cross_ffn_block(query, memory, query_pos, memory_pos,
+                                    ref_sine_embed, memory_mask)
+
+    def self_attn_block(self, query: Tensor, query_pos: Tensor) -> Tensor:
+        """``norm1(query + self_attn)``: the content query ``c_q``.
+
+        Split from :meth:`forward` so the decoder can predict T from ``c_q``
+        (the paper's CSQ-I ablation). Shapes as in :meth:`forward`.
+        """
+        return self.norm1(
             query + self.dropout1(self.self_attn(query, query_pos)))
+
+    def cross_ffn_block(self, query: Tensor, memory: Tensor, query_pos: Tensor,
+                        memory_pos: Tensor, ref_sine_embed: Tensor,
+                        memory_mask: Optional[Tensor] = None) -> Tensor:
+        """Cross-attention, FFN and their norms on ``c_q``; see :meth:`forward`."""
         query = self.norm2(query + self.dropout2(
             self.cross_attn(query, memory, query_pos, memory_pos,
                             ref_sine_embed, memory_mask)))

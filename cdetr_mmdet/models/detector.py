@@ -77,7 +77,11 @@ class CdetrConditionalDETR(DETR):
         self.positional_encoding = SinePositionalEncoding(
             **self.positional_encoding)
         self.encoder = MODELS.build(self.encoder)
-        self.decoder = MODELS.build(self.decoder)
+        decoder_cfg = dict(self.decoder)
+        if decoder_cfg.get('reference') == 'learned':
+            # One free reference point per object query.
+            decoder_cfg.setdefault('num_queries', self.num_queries)
+        self.decoder = MODELS.build(decoder_cfg)
         self.embed_dims = self.encoder.embed_dims
         if self.decoder.embed_dims != self.embed_dims:
             raise ValueError(
