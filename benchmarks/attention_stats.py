@@ -61,7 +61,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '(repeatable; e.g. the demo model)')
     parser.add_argument('--figure-images', type=int, nargs='*', default=[],
                         help='val image indices to draw (Figure-4 PNG per model and epoch of the '
-                        'query that best matches the largest object; default: none)')
+                        'query that best matches the largest object, and figure1_img<i>.png: '
+                        'their spatial maps, one row per model and epoch; default: none)')
     parser.add_argument('--figure-dir', default=None,
                         help='where those PNGs go (default: next to OUT)')
     parser.add_argument('--out', default=str(REPO / 'work_dirs' / 'attention_stats'),
@@ -83,8 +84,14 @@ def build_model(config: Path, checkpoint: Path, data_dir: Optional[Path]):
     return model.eval(), cfg
 
 
-def draw_figure(maps, b: int, sample, label: str, out_path: Path) -> Path:
-    """Figure-4 PNG of the query best matching the image's largest ground-truth box."""
+def draw_figure(maps, b: int, sample, label: str, out_path: Path, short: str = ''):
+    """Figure-4 PNG of the query best matching the image's largest ground-truth box.
+
+    Returns:
+        tuple: The PNG's path, the image (RGB, as fed) and that query's row of the
+        Figure-1 comparison (label, last layer's spatial maps (heads, H, W), box,
+        reference point in pixels or None, metainfo).
+    """
     import mmcv
     from mmdet.structures.bbox import bbox_overlaps
 
@@ -100,14 +107,23 @@ def draw_figure(maps, b: int, sample, label: str, out_path: Path) -> Path:
     title = (f'{label}: query {query}, predicted box IoU {float(iou[query]):.2f} with the '
              f'largest object, score {float(maps.scores[b, query]):.2f}, decoder layer '
              f'{layer + 1}/{maps.num_layers}')
-    return draw_query_attention(image, maps, sample.metainfo, b, query, layer,
-                                range(maps.num_heads), title, out_path)
+    png = draw_query_attention(image, maps, sample.metainfo, b, query, layer,
+                               range(maps.num_heads), title, out_path)
+    ref = (None if maps.references is None else
+           (maps.references[b, query] * maps.references.new_tensor([w, h])).tolist())
+    row = (f'{short or label}\nIoU {float(iou[query]):.2f}',
+           maps.spatial[layer, b, :, query].clone(), maps.boxes[b, query].tolist(), ref,
+           sample.metainfo)
+    return png, image, row
 
 
 def measure(model, cfg, num_images: int, batch_size: int, margin: float,
             figure_images=(), figure_prefix: Optional[Path] = None,
-            label: str = '') -> Dict:
-    """Sum the statistics over the val images; returns per-layer/head means."""
+            label: str = '', figure_rows: Optional[Dict] = None, short: str = '') -> Dict:
+    """Sum the statistics over the val images; returns per-layer/head means.
+
+    ``figure_rows`` (image index -> (image, rows)) collects the Figure-1 rows.
+    """
     import torch
     from mmdet.registry import DATASETS
     from mmdet.structures.bbox import bbox_overlaps
@@ -129,8 +145,10 @@ def measure(model, cfg, num_images: int, batch_size: int, margin: float,
             if len(gts) == 0:
                 continue
             if start + b in figure_images:
-                png = draw_figure(maps, b, sample, label,
-                                  Path(f'{figure_prefix}_img{start + b}.png'))
+                png, image, row = draw_figure(maps, b, sample, label,
+                                              Path(f'{figure_prefix}_img{start + b}.png'), short)
+                if figure_rows is not None:
+                    figure_rows.setdefault(start + b, (image, []))[1].append(row)
                 print(f'  wrote {png}', flush=True)
             iou = bbox_overlaps(gts, maps.boxes[b])  # (num_gts, nq)
             best_iou, queries = iou.max(1)
@@ -213,18 +231,28 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     for name, epoch, config, ckpt, data_dir, title in runs:
         if not ckpt.is_file():
             sys.exit(f'error: no checkpoint {ckpt}')
-    for name, epoch, config, ckpt, data_dir, title in runs:
+    figure_rows = {}
+    for name, epoch, config, ckpt, data_dir, title in sorted(
+            runs, key=lambda run: run[1]):  # by epoch: Figure-1 rows at equal epochs together
         start = time.perf_counter()
         print(f'[attention_stats] {name} epoch {epoch}: {ckpt}', flush=True)
         model, cfg = build_model(config, ckpt, data_dir)
         prefix = Path(args.figure_dir or Path(args.out).parent) / f'{name}_epoch{epoch}'
         row = dict(model=name, epoch=epoch, checkpoint=str(ckpt),
                    **measure(model, cfg, args.num_images, args.batch_size, args.margin,
-                             set(args.figure_images), prefix, f'{title}, epoch {epoch}'))
+                             set(args.figure_images), prefix, f'{title}, epoch {epoch}',
+                             figure_rows, f'{name}\nepoch {epoch}'))
         row['seconds'] = round(time.perf_counter() - start, 1)
         results.append(row)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from cdetr_mmdet.analysis.figures import draw_spatial_comparison
+    for index, (image, rows) in sorted(figure_rows.items()):
+        png = draw_spatial_comparison(
+            image, rows, f'val image {index}: spatial maps, last decoder layer, of the query '
+            'best matching the largest object', Path(args.figure_dir or out.parent)
+            / f'figure1_img{index}.png')
+        print(f'  wrote {png}', flush=True)
     meta = dict(margin_cells=args.margin, num_images=args.num_images, seed=args.seed,
                 command=' '.join(sys.argv))
     out.with_suffix('.json').write_text(json.dumps(dict(meta=meta, results=results), indent=1))

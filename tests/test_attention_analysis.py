@@ -263,3 +263,6 @@ def test_attention_stats_script(tmp_path):
     assert '| conditional | 1 | 2 |' in table and '| detr | 1 | 7 |' in table
     assert json.loads((tmp_path / 'stats.json').read_text())['results'][1]['model'] == 'detr'
     assert len(list(tmp_path.glob('*_epoch1_img*.png'))) >= 2
+    # Figure 1: one PNG per drawn image, holding both models' rows.
+    assert sorted(p.name for p in tmp_path.glob('figure1_img*.png')) == [
+        'figure1_img0.png', 'figure1_img1.png']

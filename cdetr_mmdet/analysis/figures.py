@@ -140,6 +140,65 @@ def save_figure(fig, out_path, dpi: int) -> Path:
     return out_path
 
 
+def draw_spatial_comparison(image: np.ndarray, rows: Sequence[tuple], title: str,
+                            out_path: Path, panel_inches: float = 1.2,
+                            dpi: int = 80) -> Path:
+    """The paper's Figure-1 layout: spatial maps only, one row per model / epoch.
+
+    Args:
+        image (np.ndarray): RGB image as fed to the models, (h, w, 3).
+        rows (Sequence[tuple]): ``(label, spatial, box, reference, meta)`` per
+            row: the row's label, one query's spatial maps (heads, H, W), its
+            predicted box (xyxy pixels), its reference point (x, y pixels, or
+            None) and the image's metainfo in that model's batch.
+        title (str): Figure title.
+        out_path (Path): PNG to write.
+        panel_inches (float): Size of one panel. Defaults to 1.2.
+        dpi (int): Resolution. Defaults to 80.
+
+    Returns:
+        Path: ``out_path``.
+    """
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+    heads = max(len(row[1]) for row in rows)
+    fig, axes = plt.subplots(len(rows), heads, squeeze=False,
+                             figsize=(panel_inches * heads + 1.2,
+                                      panel_inches * len(rows) + 0.4))
+    for r, (label, spatial, box, ref, meta) in enumerate(rows):
+        h, w = meta['img_shape']
+        for head in range(heads):
+            ax = axes[r, head]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if head >= len(spatial):
+                ax.axis('off')
+                continue
+            ax.imshow(image)
+            ax.imshow(upsample_map(spatial[head], meta['batch_input_shape'], (h, w)),
+                      cmap='jet', alpha=0.5, vmin=0.0)
+            ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
+                                   fill=False, lw=1.2, edgecolor='white'))
+            if ref is not None:
+                ax.plot(*ref, marker='x', color='red', ms=6, mew=1.5)
+            ax.text(1, 1, f'max {float(spatial[head].max()):.2f}', fontsize=6, va='top',
+                    color='white', bbox=dict(facecolor='black', alpha=0.6, pad=1, lw=0))
+            ax.set_xlim(0, w)
+            ax.set_ylim(h, 0)
+            if r == 0:
+                ax.set_title(f'head {head}', fontsize=8)
+            if head == 0:
+                ax.set_ylabel(label, fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=dpi)
+    plt.close(fig)
+    save_palette_png(out_path)
+    return out_path
+
+
 def save_palette_png(path: Path) -> None:
     """Rewrite an RGB(A) PNG with a 256-colour palette (about 3x smaller)."""
     from PIL import Image
