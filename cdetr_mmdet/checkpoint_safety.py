@@ -166,7 +166,8 @@ def safe_torch_load(path: Any, map_location: Any = 'cpu') -> Any:
             'source you trust.') from None
 
 
-def _load_from_local_safely(filename: str, map_location: Any) -> Any:
+# mmengine logs "Loads checkpoint by {name[10:]} backend": "safe_local".
+def load_from_safe_local(filename: str, map_location: Any) -> Any:
     """mmengine's local-file checkpoint loader with our refusal message.
 
     Same as ``mmengine.runner.checkpoint.load_from_local`` (which calls
@@ -195,10 +196,10 @@ def register_safe_local_loader() -> None:
     ``init_detector`` and ``DetInferencer`` all load local files through
     mmengine's ``CheckpointLoader``. Registering :data:`LOCAL_PATH_PREFIX`
     (a new prefix, tried before mmengine's catch-all ``''``) routes them to
-    :func:`_load_from_local_safely`; URL schemes keep their loaders.
+    :func:`load_from_safe_local`; URL schemes keep their loaders.
     Idempotent.
     """
     from mmengine.runner.checkpoint import CheckpointLoader
     if LOCAL_PATH_PREFIX not in CheckpointLoader._schemes:
         CheckpointLoader.register_scheme(prefixes=LOCAL_PATH_PREFIX,
-                                         loader=_load_from_local_safely)
+                                         loader=load_from_safe_local)

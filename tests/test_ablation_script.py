@@ -28,7 +28,7 @@ def test_quick_run_writes_json_png_table_then_skips_finished_runs(tmp_path):
     config = (tmp_path / 'configs' / 'csq_p.py').read_text()
     assert "model = dict(decoder=dict(spatial_query='csq_p'))" in config
     log = (tmp_path / 'runs' / 'csq_p_seed0' / 'train.log').read_text()
-    assert f'Loads checkpoint by local backend from path: {tmp_path}/pretrain/backbone.pth' in log
+    assert f'Loads checkpoint by safe_local backend from path: {tmp_path}/pretrain/backbone.pth' in log
     for name, paper in (('csq', 40.9), ('t_identity', 37.8)):
         v = variants[name]
         assert v['paper_AP'] == paper and v['epochs'] == [1] and v['complete_seeds'] == ['0']

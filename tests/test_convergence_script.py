@@ -30,7 +30,7 @@ def test_quick_run_writes_results_and_plot_then_resumes(tmp_path):
     assert result['pretrain']['settings']['epochs'] == 1 and result['pretrain']['history']
     for name in MODELS:
         log = (tmp_path / 'runs' / f'{name}_seed0' / 'train.log').read_text()
-        assert f'Loads checkpoint by local backend from path: {tmp_path}/pretrain/backbone.pth' in log
+        assert f'Loads checkpoint by safe_local backend from path: {tmp_path}/pretrain/backbone.pth' in log
     for name in MODELS:
         model = result['models'][name]
         assert model['epochs'] == [1, 2]  # --quick: 2 epochs, evaluated after each
