@@ -26,24 +26,16 @@ from mmengine.runner import Runner
 
 from cdetr_mmdet.apis import CdetrDetInferencer, init_detector
 from cdetr_mmdet.checkpoint_safety import UnsafeCheckpointError
-from cdetr_mmdet.data import ensure_dataset
 from cdetr_mmdet.engine import (CdetrDivergenceGuardHook,
                                 CheckpointMismatchError,
                                 NonFiniteWeightsError, TrainingDivergedError)
 from conftest import ROOT
-from test_integration import TINY_CFG, Recorder, set_data_root
+from test_integration import (TINY_CFG, Recorder, data_root,  # noqa: F401 (fixture)
+                              set_data_root)
 
 # Resumed and uninterrupted runs do the same float operations in the same
 # order on CPU: they agree to rounding.
 LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6
-
-
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('shapes')
-    ensure_dataset(root, num_train=8, num_val=4, img_size=64,
-                   empty_fraction=0.0, seed=0)
-    return root
 
 
 def tiny_cfg(data_root: Path, work_dir: Path, max_iters: int,
