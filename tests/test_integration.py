@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,14 +105,20 @@ def test_resume_restores_iteration_and_optimizer(trained, data_root,
 
 
 def test_tools_test_evaluates_with_coco_metric(trained, tmp_path):
+    """The same mAP with --optimize (batch norms folded, channels-last)."""
     work_dir, _ = trained
-    out = subprocess.run(
-        [sys.executable, 'tools/test.py', str(work_dir / 'config.py'),
-         str(work_dir / 'iter_40.pth'), '--work-dir', str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert 'coco/bbox_mAP' in out.stdout + out.stderr
-    assert 'Average Precision' in out.stdout + out.stderr
+    maps = {}
+    for flags in ([], ['--optimize']):
+        out = subprocess.run(
+            [sys.executable, 'tools/test.py', str(work_dir / 'config.py'),
+             str(work_dir / 'iter_40.pth'), '--work-dir', str(tmp_path), *flags],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        log = out.stdout + out.stderr
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert 'Average Precision' in log
+        assert ('batch norms folded into the convolutions, backbone channels-last' in log) == bool(flags)
+        maps[bool(flags)] = re.search(r'coco/bbox_mAP: ([0-9.]+)', log).group(1)
+    assert maps[True] == maps[False]
 
 
 INFERENCE_SCRIPT = r'''

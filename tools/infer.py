@@ -31,6 +31,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='draw detections scoring at least this (default: 0.3)')
     parser.add_argument('--device', default='cpu', help="torch device (default: 'cpu')")
+    parser.add_argument('--optimize', action='store_true',
+                        help='fold batch norms into convolutions, channels-last backbone '
+                        '(faster; equal up to float rounding)')
     return parser.parse_args(argv)
 
 
@@ -45,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> Path:
         sys.exit(f'error: {e}')
     # Strict: a checkpoint that does not fit the config fails, naming the keys.
     inferencer = CdetrDetInferencer(model=args.config, weights=args.weights, device=args.device,
-                                    show_progress=False)
+                                    show_progress=False, optimize=args.optimize)
     try:  # again with the config's test pipeline (an image too thin for its Resize)
         check_image_input(str(image), 'image', inferencer.cfg)
     except InputError as e:

@@ -4,6 +4,7 @@ from .checkpoint_hook import (CdetrCheckpointHook, NonFiniteWeightsError,
                               newest_complete_checkpoint)
 from .cpu_amp import CdetrCPUAmpOptimWrapper
 from .cpu_ddp import CdetrCPUDistributedDataParallel, setup_cpu_distributed
+from .inference_optimize_hook import CdetrInferenceOptimizeHook
 from .divergence_guard import CdetrDivergenceGuardHook, TrainingDivergedError
 from .random_state_hook import CdetrRandomStateHook
 from .state_dict_check import CheckpointMismatchError, match_state_dict
@@ -13,6 +14,7 @@ from .tool_config import add_run_arguments, load_run_config, parse_run_args
 __all__ = [
     'AtomicLocalBackend', 'CdetrCheckpointHook', 'CdetrCPUAmpOptimWrapper',
     'CdetrCPUDistributedDataParallel', 'CdetrDivergenceGuardHook',
+    'CdetrInferenceOptimizeHook',
     'CdetrRandomStateHook', 'CdetrStrictLoadHook', 'CheckpointMismatchError',
     'NonFiniteWeightsError', 'TrainingDivergedError', 'add_run_arguments',
     'load_run_config', 'match_state_dict', 'newest_complete_checkpoint',

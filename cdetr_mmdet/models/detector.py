@@ -42,8 +42,8 @@ class CdetrConditionalDETR(DETR):
              or bbox_head.predict       ours, CdetrHead: top-k detections of
                                         the last layer in image pixels
 
-    ``loss``, ``predict`` and ``_forward`` are mmdet's
-    ``DetectionTransformer`` ones: ``extract_feat`` -> ``forward_transformer``
+    ``loss`` (refused on a model folded by ``optimize_for_inference``),
+    ``predict`` and ``_forward`` are mmdet's ``DetectionTransformer`` ones: ``extract_feat`` -> ``forward_transformer``
     -> ``bbox_head.loss`` / ``predict`` / ``forward``. Every step in between
     is ours and passes its arguments explicitly, so none of mmdet's
     ``DETR`` glue (and none of its keyword names) is on our path.
@@ -67,6 +67,8 @@ class CdetrConditionalDETR(DETR):
     def __init__(self, *args, channels_last: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.channels_last = channels_last
+        # Set by cdetr_mmdet.apis.optimize_for_inference (batch norms folded).
+        self.folded_for_inference = False
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
             if self.with_neck:
@@ -107,6 +109,20 @@ class CdetrConditionalDETR(DETR):
             for module in self.neck.modules():
                 if isinstance(module, nn.Conv2d):
                     module.reset_parameters()
+
+    def loss(self, batch_inputs: Tensor,
+             batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """mmdet's ``loss``, refused on a model folded for inference.
+
+        Raises:
+            RuntimeError: The model went through ``optimize_for_inference``.
+        """
+        if self.folded_for_inference:
+            raise RuntimeError(
+                'this model was folded for inference (optimize_for_inference: its backbone '
+                'batch norms are merged into the convolutions), so it cannot be trained; '
+                'build it again from its config and checkpoint to train it')
+        return super().loss(batch_inputs, batch_data_samples)
 
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor]:
         """Backbone and neck features, (bs, c, h, w) each, contiguous NCHW.
