@@ -1,5 +1,6 @@
 """The models ``benchmarks/speed.py`` times: parsing, building, one step each."""
 import contextlib
+import copy
 import dataclasses
 import gc
 import os
@@ -13,12 +14,15 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 from mmengine.structures import InstanceData
 
 import _models
+from cdetr_mmdet.apis import optimize_for_inference
 from cdetr_mmdet.models import CdetrConditionalDETR
 
 STAGES = ('backbone+neck', 'encoder', 'decoder', 'head+loss', 'matcher',
           'optimizer')
 OPTIONS = {'amp': ('mmdet', 'ours', 'hf'), 'cl': ('ours', ),
-           'official': ('hf', )}
+           'opt': ('ours', ), 'compile': ('ours', ), 'official': ('hf', )}
+# torch.compile'd parts of ours: the transformer and the head (issue 15).
+COMPILED_PARTS = ('encoder', 'decoder', 'bbox_head')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +31,8 @@ class VariantSpec:
     base: str
     amp: bool = False
     channels_last: bool = False
+    optimize: bool = False
+    compile: bool = False
     official: bool = False
 
     @property
@@ -34,6 +40,8 @@ class VariantSpec:
         """``NAME[:OPT[+OPT]]``, options in a fixed order."""
         opts = [opt for opt, on in (('amp', self.amp),
                                     ('cl', self.channels_last),
+                                    ('opt', self.optimize),
+                                    ('compile', self.compile),
                                     ('official', self.official)) if on]
         return self.base + (':' + '+'.join(opts) if opts else '')
 
@@ -54,13 +62,14 @@ class VariantSpec:
         for opt in sorted(opts):
             if opt not in OPTIONS:
                 raise ValueError(f'bad variant {text!r}: unknown option '
-                                 f'{opt!r} (amp, cl, official)')
+                                 f'{opt!r} ({", ".join(OPTIONS)})')
             if base not in OPTIONS[opt]:
                 raise ValueError(f'bad variant {text!r}: {opt!r} is an '
                                  f'option of {", ".join(OPTIONS[opt])} only')
         return cls(base, amp=amp or 'amp' in opts,
                    channels_last=('cl' in opts or
                                   (channels_last and base == 'ours')),
+                   optimize='opt' in opts, compile='compile' in opts,
                    official='official' in opts)
 
 
@@ -80,6 +89,9 @@ class Variant:
         self.spec = spec
         self.device = args.device
         self.model = model.to(args.device)
+        # ':opt' predicts with a folded, channels-last copy; trains the model.
+        self.infer_model = (optimize_for_inference(copy.deepcopy(self.model))
+                            if spec.optimize else self.model)
         optim_cfg = 'ours' if spec.base == 'ours' else 'mmdet'
         self.optim = _models.build_optimizer(
             self.model, args.amp_dtype if spec.amp else None, args.device,
@@ -89,6 +101,7 @@ class Variant:
             80, args.seed, args.device)
         self.amp_dtype = getattr(torch, args.amp_dtype)
         self.times: Dict[str, list] = {}
+        self.first: Dict[str, float] = {}  # seconds of the first warm-up step
         if spec.base == 'hf':
             self.hf_labels = _models.hf_labels(self.samples)
             self.pixel_mask = self.inputs.new_ones(
@@ -120,11 +133,11 @@ class Variant:
     def infer_step(self, sync: Callable) -> float:
         """One prediction with post-processing; its seconds."""
         def step():
-            self.model.eval()
+            self.infer_model.eval()
             with torch.no_grad(), self.autocast():
                 if self.spec.base != 'hf':
-                    return self.model(self.inputs, self.samples,
-                                      mode='predict')
+                    return self.infer_model(self.inputs, self.samples,
+                                            mode='predict')
                 out = self.model(pixel_values=self.inputs,
                                  pixel_mask=self.pixel_mask)
                 sizes = [s.metainfo['ori_shape'] for s in self.samples]
@@ -234,8 +247,12 @@ def build_model(spec: VariantSpec, args) -> torch.nn.Module:
                 num_queries=args.queries)
     if spec.base == 'hf':
         return _models.build_hf_model(spec.official, args.seed, **size)
-    return _models.build_model(spec.base, args.seed,
-                               channels_last=spec.channels_last, **size)
+    model = _models.build_model(spec.base, args.seed,
+                                channels_last=spec.channels_last, **size)
+    if spec.compile:  # in place: parameter names (and weight loading) unchanged
+        for part in COMPILED_PARTS:
+            getattr(model, part).compile()
+    return model
 
 
 def build_variants(args):

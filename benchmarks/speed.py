@@ -21,7 +21,12 @@ all alike. Reported per variant:
 Variants are ``NAME[:OPT[+OPT]]``: NAME ``mmdet``, ``ours`` or ``hf``; OPT
 ``amp`` (bf16 autocast on CPU via ``CdetrCPUAmpOptimWrapper``, ``--amp-dtype``
 on CUDA via ``AmpOptimWrapper``; inference under ``torch.autocast``), ``cl``
-(ours only: ``channels_last=True``) or ``official`` (hf only: the official
+(ours only: ``channels_last=True``), ``opt`` (ours only: predictions
+with ``cdetr_mmdet.apis.optimize_for_inference``, i.e. batch norms folded
+into the convolutions and channels-last; training as the plain model),
+``compile`` (ours only: ``torch.compile`` of encoder, decoder and head, in
+place; the first warm-up step includes the compilation, reported as
+``first_s``) or ``official`` (hf only: the official
 recipe, attention dropout 0.1 and losses on every decoder layer; plain ``hf``
 is HF's defaults, no attention dropout, losses on the last layer). HF's
 backbone stages 2-4 are trainable as in the official code. Ratios are
@@ -120,6 +125,8 @@ def time_phase(variants, key, fn, args, sync):
         for v in order:
             torch.manual_seed(args.seed + step)
             times = fn(v)
+            if step == 0:  # includes torch.compile's compilation (':compile')
+                v.first.update(times)
             if step >= args.warmup:
                 for name, t in times.items():
                     v.times.setdefault(name, []).append(t)
@@ -151,8 +158,8 @@ def collect(args, variants, load):
     results['config']['variants'] = [s.name for s in args.variants]
     for v in variants:
         results['variants'][v.spec.name] = {
-            key: summary(t) for key, t in v.times.items()
-            if key in ('train', 'infer')}
+            key: dict(summary(t), first_s=v.first[key])
+            for key, t in v.times.items() if key in ('train', 'infer')}
         if args.breakdown and v.spec.base != 'hf':
             results['variants'][v.spec.name]['breakdown'] = {
                 s: summary(v.times[s]) for s in sv.STAGES}

@@ -14,7 +14,7 @@ import speed  # noqa: E402
 TINY = ['--depth', '18', '--size', '64', '--layers', '1', '--queries', '10',
         '--steps', '2', '--warmup', '1', '--memory-steps', '1',
         '--threads', '1']
-VARIANTS = ['mmdet', 'ours', 'ours:amp+cl', 'hf', 'hf:official']
+VARIANTS = ['mmdet', 'ours', 'ours:amp+cl', 'ours:opt', 'hf', 'hf:official']
 
 
 def test_speed_script_writes_the_expected_json(tmp_path):
@@ -36,6 +36,7 @@ def test_speed_script_writes_the_expected_json(tmp_path):
         for key in ('train', 'infer'):
             assert res[key]['n'] == 2
             assert res[key]['min'] <= res[key]['median'] <= res[key]['max']
+            assert res[key]['first_s'] > 0  # the first warm-up step
         assert 'memory' not in res  # measured in the next test
         if name.startswith('hf'):
             assert 'breakdown' not in res
@@ -82,6 +83,22 @@ def test_variant_specs_parse_once_with_clear_errors():
                            "'official' is an option of hf only")]:
         with pytest.raises(ValueError, match=message):
             sv.VariantSpec.parse(text)
+    assert sv.VariantSpec.parse('ours:compile+opt').name == 'ours:opt+compile'
     args = speed.parse_args(['--variants', 'ours,ours,hf', '--amp'])
     # Deduplicated; the fp32 mmdet reference added in front.
     assert [s.name for s in args.variants] == ['mmdet', 'ours:amp', 'hf:amp']
+
+
+def test_compiled_variant_keeps_parameter_names_and_reports_compile_time(
+        monkeypatch, tmp_path):
+    """':compile' compiles encoder, decoder and head in place (the weights
+    still load by name); its first step, with the compilation, is reported."""
+    monkeypatch.chdir(tmp_path)
+    spec = sv.VariantSpec.parse('ours:compile')
+    args = speed.parse_args([*TINY, '--variants', 'ours:compile'])
+    compiled, plain = sv.build_model(spec, args), sv.build_model(sv.VariantSpec('ours'), args)
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    assert all(getattr(compiled, p)._compiled_call_impl is not None for p in sv.COMPILED_PARTS)
+    result = speed.main([*TINY, '--steps', '1', '--variants', 'ours:compile', '--no-memory'])
+    train = result['variants']['ours:compile']['train']
+    assert train['first_s'] > train['median']
