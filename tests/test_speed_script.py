@@ -102,3 +102,18 @@ def test_compiled_variant_keeps_parameter_names_and_reports_compile_time(
     result = speed.main([*TINY, '--steps', '1', '--variants', 'ours:compile', '--no-memory'])
     train = result['variants']['ours:compile']['train']
     assert train['first_s'] > train['median']
+
+
+def test_dropout_ab_times_both_arms_and_restores_attention(capsys):
+    """The cheap-dropout A/B runs both arms and leaves our attention in place."""
+    import dropout_ab
+    from cdetr_mmdet.models import attention, encoder
+    before = attention.attention
+    result = dropout_ab.main(['--threads', '1', '--steps', '2', '--depth', '18',
+                              '--size', '64', '--layers', '1', '--queries', '10'])
+    assert len(result['old']) == len(result['new']) == 2
+    assert result['ratio'] > 0
+    assert attention.attention is before and encoder.attention is before
+    out = capsys.readouterr().out
+    assert '--- old' in out and 'aten::bernoulli_' in out  # PyTorch's masks in the old arm
+    assert '--- new' in out
