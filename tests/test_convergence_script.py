@@ -55,3 +55,13 @@ def test_quick_run_writes_results_and_plot_then_resumes(tmp_path):
     again = run_quick(tmp_path)
     assert again.count('done, skipped') == len(MODELS)
     assert json.loads((tmp_path / 'convergence.json').read_text())['models'] == result['models']
+
+    # The init ablation trains mmdet's ConditionalDETR on this benchmark's data and backbone.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'convergence_init_ablation.py'), '--seed', '0',
+         '--epochs', '1', '--benchmark-dir', str(tmp_path), '--out-dir', str(tmp_path / 'init')],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line) for line in
+            (tmp_path / 'init' / 'seed0' / 'metrics.jsonl').read_text().splitlines()]
+    assert [row['epoch'] for row in rows] == [1] and 0.0 <= rows[0]['AP'] <= 1.0
