@@ -38,7 +38,7 @@ MMLogger.get_current_instance().setLevel('ERROR')
 
 def model_cfg(which: str, depth: int = 50, num_layers: int = 6,
               num_queries: int = 300, num_classes: int = 80,
-              channels_last: bool = False) -> Config:
+              channels_last: bool = False, hf_recipe: bool = False) -> Config:
     """The model config of ``which`` ('ours' or 'mmdet'), resized.
 
     Args:
@@ -49,6 +49,11 @@ def model_cfg(which: str, depth: int = 50, num_layers: int = 6,
         num_classes (int): Classes. Defaults to 80.
         channels_last (bool): Our detector's ``channels_last`` option
             (ours only). Defaults to False.
+        hf_recipe (bool): Train with Hugging Face's defaults instead of the
+            official recipe: no dropout on the attention weights
+            (``layer_cfg.attn_dropout=0``) and losses on the last decoder
+            layer only (``bbox_head.aux_loss=False``) (ours only). Defaults
+            to False.
 
     Returns:
         Config: The model config, random backbone init.
@@ -62,10 +67,15 @@ def model_cfg(which: str, depth: int = 50, num_layers: int = 6,
     model.bbox_head.num_classes = num_classes
     model.encoder.num_layers = num_layers
     model.decoder.num_layers = num_layers
+    if (channels_last or hf_recipe) and which != 'ours':
+        raise ValueError('channels_last and hf_recipe are options of our '
+                         'detector')
     if channels_last:
-        if which != 'ours':
-            raise ValueError('channels_last is an option of our detector')
         model.channels_last = True
+    if hf_recipe:
+        model.encoder.layer_cfg.attn_dropout = 0.
+        model.decoder.layer_cfg.attn_dropout = 0.
+        model.bbox_head.aux_loss = False
     return model
 
 

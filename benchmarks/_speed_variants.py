@@ -20,7 +20,8 @@ from cdetr_mmdet.models import CdetrConditionalDETR
 STAGES = ('backbone+neck', 'encoder', 'decoder', 'head+loss', 'matcher',
           'optimizer')
 OPTIONS = {'amp': ('mmdet', 'ours', 'hf'), 'cl': ('ours', ),
-           'opt': ('ours', ), 'compile': ('ours', ), 'official': ('hf', )}
+           'opt': ('ours', ), 'compile': ('ours', ), 'hfrecipe': ('ours', ),
+           'official': ('hf', )}
 # torch.compile'd parts of ours: the transformer and the head (issue 15).
 COMPILED_PARTS = ('encoder', 'decoder', 'bbox_head')
 
@@ -33,6 +34,7 @@ class VariantSpec:
     channels_last: bool = False
     optimize: bool = False
     compile: bool = False
+    hf_recipe: bool = False
     official: bool = False
 
     @property
@@ -42,6 +44,7 @@ class VariantSpec:
                                     ('cl', self.channels_last),
                                     ('opt', self.optimize),
                                     ('compile', self.compile),
+                                    ('hfrecipe', self.hf_recipe),
                                     ('official', self.official)) if on]
         return self.base + (':' + '+'.join(opts) if opts else '')
 
@@ -70,7 +73,7 @@ class VariantSpec:
                    channels_last=('cl' in opts or
                                   (channels_last and base == 'ours')),
                    optimize='opt' in opts, compile='compile' in opts,
-                   official='official' in opts)
+                   hf_recipe='hfrecipe' in opts, official='official' in opts)
 
 
 def timed(sync: Callable, fn: Callable):
@@ -248,7 +251,8 @@ def build_model(spec: VariantSpec, args) -> torch.nn.Module:
     if spec.base == 'hf':
         return _models.build_hf_model(spec.official, args.seed, **size)
     model = _models.build_model(spec.base, args.seed,
-                                channels_last=spec.channels_last, **size)
+                                channels_last=spec.channels_last,
+                                hf_recipe=spec.hf_recipe, **size)
     if spec.compile:  # in place: parameter names (and weight loading) unchanged
         for part in COMPILED_PARTS:
             getattr(model, part).compile()

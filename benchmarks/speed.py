@@ -26,7 +26,9 @@ with ``cdetr_mmdet.apis.optimize_for_inference``, i.e. batch norms folded
 into the convolutions and channels-last; training as the plain model),
 ``compile`` (ours only: ``torch.compile`` of encoder, decoder and head, in
 place; the first warm-up step includes the compilation, reported as
-``first_s``) or ``official`` (hf only: the official
+``first_s``), ``hfrecipe`` (ours only: trained with HF's defaults, no
+dropout on the attention weights and losses on the last decoder layer, i.e.
+the same work as plain ``hf``) or ``official`` (hf only: the official
 recipe, attention dropout 0.1 and losses on every decoder layer; plain ``hf``
 is HF's defaults, no attention dropout, losses on the last layer). HF's
 backbone stages 2-4 are trainable as in the official code. Ratios are

@@ -149,3 +149,34 @@ def test_encoder_train_path_uses_the_same_projections():
     layer.train()
     a, b = layer(x, pos, pad), layer(x, pos, pad)
     assert torch.isfinite(a).all() and not torch.equal(a, b)
+
+
+@pytest.mark.parametrize('layer', ['encoder', 'decoder'])
+def test_attn_dropout_sets_the_attention_weights_rate_alone(layer):
+    """``attn_dropout`` (HF's ``attention_dropout``) overrides ``dropout`` on
+    the attention weights only; residual and FFN dropout keep ``dropout``."""
+    torch.manual_seed(0)
+    d, heads = 32, 4
+    x, pos = torch.randn(2, 12, d), torch.randn(2, 12, d)
+    mem, mem_pos = torch.randn(2, 9, d), torch.randn(2, 9, d)
+
+    def build(dropout, attn_dropout):
+        if layer == 'encoder':
+            return (EncoderLayer(d, heads, 64, dropout, attn_dropout),
+                    (mem, mem_pos, None))
+        return (ConditionalDecoderLayer(d, heads, 64, dropout, True,
+                                        attn_dropout),
+                (x, mem, pos, mem_pos, pos, None))
+
+    # Attention dropout only: train differs from eval and between draws.
+    module, args = build(0., 0.5)
+    expected = module.eval()(*args)
+    a, b = module.train()(*args), module(*args)
+    assert not torch.equal(a, expected) and not torch.equal(a, b)
+    # Residual/FFN dropout only, switched off after the build: train == eval
+    # bit for bit, so the attention weights were not dropped.
+    module, args = build(0.5, 0.)
+    for sub in module.modules():
+        if isinstance(sub, CheapDropout):
+            sub.p = 0.
+    assert torch.equal(module.train()(*args), module.eval()(*args))

@@ -162,3 +162,22 @@ def test_more_detections_requested_than_exist_and_score_thr():
 def test_unknown_test_cfg_key_is_rejected():
     with pytest.raises(KeyError, match='max_per_imgs'):
         build_head(max_per_imgs=10)
+
+
+def test_without_aux_loss_only_the_last_layer_is_trained():
+    head = build_head()
+    head.fc_reg.layers[-1].weight.data.normal_(0, 0.1)
+    hidden, refs = torch.randn(3, 2, 5, 32), torch.rand(2, 5, 2)
+    gts = [sample(40, 60, [[2, 3, 30, 20], [10, 10, 50, 38]], [0, 2]),
+           sample(40, 60, [[5, 5, 20, 30]], [1])]
+    full = head.loss(hidden, refs, gts)
+    head.aux_loss = False
+    last = head.loss(hidden, refs, gts)
+    assert sorted(last) == ['loss_bbox', 'loss_cls', 'loss_iou']
+    # Matching is per layer: the last layer's losses are unchanged.
+    for key, value in last.items():
+        torch.testing.assert_close(value, full[key])
+    hidden.requires_grad_(True)
+    sum(head.loss(hidden, refs, gts).values()).backward()
+    assert hidden.grad[:-1].abs().sum() == 0
+    assert hidden.grad[-1].abs().sum() > 0

@@ -14,7 +14,8 @@ import speed  # noqa: E402
 TINY = ['--depth', '18', '--size', '64', '--layers', '1', '--queries', '10',
         '--steps', '2', '--warmup', '1', '--memory-steps', '1',
         '--threads', '1']
-VARIANTS = ['mmdet', 'ours', 'ours:amp+cl', 'ours:opt', 'hf', 'hf:official']
+VARIANTS = ['mmdet', 'ours', 'ours:amp+cl', 'ours:opt', 'ours:hfrecipe', 'hf',
+            'hf:official']
 
 
 def test_speed_script_writes_the_expected_json(tmp_path):
@@ -87,6 +88,33 @@ def test_variant_specs_parse_once_with_clear_errors():
     args = speed.parse_args(['--variants', 'ours,ours,hf', '--amp'])
     # Deduplicated; the fp32 mmdet reference added in front.
     assert [s.name for s in args.variants] == ['mmdet', 'ours:amp', 'hf:amp']
+
+
+def test_hf_recipe_variant_trains_ours_with_hfs_defaults(tmp_path,
+                                                       monkeypatch):
+    """':hfrecipe': no attention-weight dropout, losses on the last layer,
+    residual and FFN dropout as before; the weights are the plain model's."""
+    monkeypatch.chdir(tmp_path)
+    args = speed.parse_args([*TINY, '--layers', '2', '--variants',
+                             'ours:hfrecipe'])
+    spec = sv.VariantSpec.parse('ours:hfrecipe')
+    assert spec.hf_recipe and spec.name == 'ours:hfrecipe'
+    with pytest.raises(ValueError, match="'hfrecipe' is an option of ours"):
+        sv.VariantSpec.parse('hf:hfrecipe')
+    lite, plain = sv.build_model(spec, args), sv.build_model(
+        sv.VariantSpec('ours'), args)
+    assert list(lite.state_dict()) == list(plain.state_dict())
+    variant = sv.Variant(spec, lite, args)
+    plain_variant = sv.Variant(sv.VariantSpec('ours'), plain, args)
+    lite.train(), plain.train()
+    losses = lite(variant.inputs, variant.samples, mode='loss')
+    assert sorted(losses) == ['loss_bbox', 'loss_cls', 'loss_iou']
+    assert 'd0.loss_cls' in plain(plain_variant.inputs,
+                                  plain_variant.samples, mode='loss')
+    enc, dec = lite.encoder.layers[0], lite.decoder.layers[1]
+    assert enc.self_attn.dropout == 0 and enc.dropout.p == 0.1
+    assert dec.self_attn.attn_drop == dec.cross_attn.attn_drop == 0
+    assert dec.dropout1.p == 0.1
 
 
 def test_compiled_variant_keeps_parameter_names_and_reports_compile_time(

@@ -23,18 +23,24 @@ class ConditionalDecoderLayer(nn.Module):
             the FFN hidden layer. Defaults to 0.1.
         is_first (bool): Whether this is the first decoder layer (it owns the
             cross-attention's object-query projection). Defaults to False.
+        attn_dropout (float, optional): Dropout on the attention weights
+            alone, if it should differ from ``dropout`` (Hugging Face's
+            ``attention_dropout``; the official code has one rate). Defaults
+            to None: ``dropout``.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
                  feedforward_channels: int = 2048, dropout: float = 0.1,
-                 is_first: bool = False) -> None:
+                 is_first: bool = False,
+                 attn_dropout: Optional[float] = None) -> None:
         super().__init__()
         self.embed_dims = embed_dims
         self.is_first = is_first  # the decoder sets T = 1 in this layer
+        attn_drop = dropout if attn_dropout is None else attn_dropout
         self.self_attn = ConditionalSelfAttention(embed_dims, num_heads,
-                                                  dropout)
+                                                  attn_drop)
         self.cross_attn = ConditionalCrossAttention(embed_dims, num_heads,
-                                                    dropout, is_first)
+                                                    attn_drop, is_first)
         self.linear1 = nn.Linear(embed_dims, feedforward_channels)
         self.linear2 = nn.Linear(feedforward_channels, embed_dims)
         self.norm1 = nn.LayerNorm(embed_dims)

@@ -58,15 +58,22 @@ class EncoderLayer(nn.Module):
         feedforward_channels (int): FFN hidden width. Defaults to 2048.
         dropout (float): Dropout on attention weights, residuals and the FFN
             hidden layer. Defaults to 0.1.
+        attn_dropout (float, optional): Dropout on the attention weights
+            alone, if it should differ from ``dropout`` (Hugging Face's
+            ``attention_dropout``; the official code has one rate). Defaults
+            to None: ``dropout``.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8,
                  feedforward_channels: int = 2048,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1,
+                 attn_dropout: Optional[float] = None) -> None:
         super().__init__()
         self.embed_dims = embed_dims
         self.self_attn = nn.MultiheadAttention(
-            embed_dims, num_heads, dropout=dropout, batch_first=True)
+            embed_dims, num_heads,
+            dropout=dropout if attn_dropout is None else attn_dropout,
+            batch_first=True)
         self.linear1 = nn.Linear(embed_dims, feedforward_channels)
         self.linear2 = nn.Linear(feedforward_channels, embed_dims)
         self.norm1 = nn.LayerNorm(embed_dims)

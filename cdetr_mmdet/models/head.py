@@ -28,7 +28,9 @@ class CdetrHead(BaseModule):
 
     ``box = sigmoid(MLP(f) + [inverse_sigmoid(s), 0, 0])`` (normalised
     cxcywh), sigmoid focal classification without a background class. Losses
-    are taken on every decoder layer after one batched Hungarian matching.
+    are taken on every decoder layer after one batched Hungarian matching
+    (``aux_loss=False``: on the last layer only, the official
+    ``--no_aux_loss``).
 
     The detector calls :meth:`forward`, :meth:`loss` and :meth:`predict`
     (mmdet's ``DetectionTransformer`` interface).
@@ -49,6 +51,10 @@ class CdetrHead(BaseModule):
             into :attr:`matcher`. Needed for training only.
         test_cfg (dict, optional): ``max_per_img`` (default 100) and
             ``score_thr`` (default 0.0: keep all top-k).
+        aux_loss (bool): Losses on every decoder layer (True, the paper's and
+            the official default) or on the last one only (False, the
+            official ``--no_aux_loss`` and Hugging Face's default). Defaults
+            to True.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
@@ -61,9 +67,11 @@ class CdetrHead(BaseModule):
             loss_iou: Optional[dict] = None,
             train_cfg: Optional[dict] = None,
             test_cfg: Optional[dict] = None,
+            aux_loss: bool = True,
             init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.num_classes = num_classes
+        self.aux_loss = aux_loss
         self.embed_dims = embed_dims
         self.loss_cls = MODELS.build(loss_cls or DEFAULT_LOSS_CLS)
         self.loss_bbox = MODELS.build(loss_bbox or DEFAULT_LOSS_BBOX)
@@ -116,8 +124,11 @@ class CdetrHead(BaseModule):
 
         Returns:
             dict[str, Tensor]: ``loss_cls``, ``loss_bbox``, ``loss_iou`` of the
-            last layer and ``d{i}.loss_*`` of the earlier ones.
+            last layer and, with ``aux_loss``, ``d{i}.loss_*`` of the earlier
+            ones.
         """
+        if not self.aux_loss:
+            hidden_states = hidden_states[-1:]  # (1, bs, num_queries, d)
         cls_logits, bbox_preds = self(hidden_states, references)
         return self.loss_by_feat(cls_logits, bbox_preds, batch_data_samples)
 
