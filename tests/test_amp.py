@@ -90,3 +90,78 @@ def test_channels_last_matches_the_default_layout(tiny_model_cfg):
     for key in loss_d:
         torch.testing.assert_close(loss_f[key], loss_d[key], rtol=1e-4,
                                    atol=1e-4, msg=key)
+
+
+def _formats(model):
+    """Record whether each stage's input is NHWC, in call order."""
+    seen = []
+    for name in ('layer1', 'layer2', 'layer4'):
+        getattr(model.backbone, name).register_forward_pre_hook(
+            lambda mod, args, name=name: seen.append(
+                (name, args[0].is_contiguous(
+                    memory_format=torch.channels_last)
+                 and not args[0].is_contiguous())))
+    return seen
+
+
+def test_frozen_stages_run_channels_last_with_equal_results(tiny_model_cfg):
+    """Default ``frozen_channels_last``: the frozen stem and layer1 run NHWC
+    in training (layer2 on gets NCHW), the whole backbone under no_grad;
+    features and gradients equal the all-NCHW model's."""
+    cfg = copy.deepcopy(tiny_model_cfg)
+    cfg.backbone.frozen_stages = 1  # the R50 configs' (tiny: -1)
+    fast = MODELS.build(cfg)
+    randomize_(fast)
+    plain_cfg = copy.deepcopy(cfg)
+    plain_cfg.frozen_channels_last = False
+    plain = MODELS.build(plain_cfg)
+    plain.load_state_dict(fast.state_dict(), strict=True)
+    fast_formats, plain_formats = _formats(fast), _formats(plain)
+    inputs, _ = make_batch()
+    fast.train(), plain.train()
+    feats_f, feats_p = fast.extract_feat(inputs), plain.extract_feat(inputs)
+    assert fast_formats == [('layer1', True), ('layer2', False),
+                            ('layer4', False)]
+    assert plain_formats == [('layer1', False), ('layer2', False),
+                             ('layer4', False)]
+    # Float rounding of a different summation order, relative to the scale.
+    scale = feats_p[0].abs().max().item()
+    torch.testing.assert_close(feats_f, feats_p, rtol=0, atol=1e-5 * scale)
+    assert feats_f[0].is_contiguous()  # the transformer flattens with view
+    (feats_f[0] ** 2).sum().backward()
+    (feats_p[0] ** 2).sum().backward()
+    grads_p = {n: p.grad for n, p in plain.named_parameters()}
+    trained = [(n, p.grad) for n, p in fast.named_parameters()
+               if p.grad is not None]
+    assert trained and all(n.startswith(('backbone.layer2', 'backbone.layer3',
+                                         'backbone.layer4', 'neck'))
+                           for n, _ in trained)
+    for name, grad in trained:
+        torch.testing.assert_close(
+            grad, grads_p[name], rtol=0,
+            atol=1e-4 * grads_p[name].abs().max().item(), msg=name)
+    fast_formats.clear()
+    fast.eval(), plain.eval()
+    with torch.no_grad():
+        feats_f, feats_p = fast.extract_feat(inputs), plain.extract_feat(inputs)
+    assert fast_formats == [('layer1', True), ('layer2', True),
+                            ('layer4', True)]
+    torch.testing.assert_close(feats_f, feats_p, rtol=0, atol=1e-5 * scale)
+    assert feats_f[0].is_contiguous()
+
+
+def test_frozen_channels_last_needs_frozen_stages(tiny_model_cfg):
+    cfg = copy.deepcopy(tiny_model_cfg)
+    cfg.backbone.frozen_stages = -1  # nothing frozen: all NCHW
+    model = MODELS.build(cfg).train()
+    formats = _formats(model)
+    model.extract_feat(make_batch()[0])
+    assert formats == [('layer1', False), ('layer2', False),
+                       ('layer4', False)]
+    cfg.backbone.frozen_stages = 0  # the stem alone runs NHWC
+    model = MODELS.build(cfg).train()
+    formats = _formats(model)
+    model.extract_feat(make_batch()[0])
+    assert formats == [('layer1', False), ('layer2', False),
+                       ('layer4', False)]
+    assert model._frozen_stages_end() is model.backbone.maxpool

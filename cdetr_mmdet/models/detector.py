@@ -51,7 +51,8 @@ class CdetrConditionalDETR(DETR):
     Config keys: ``encoder`` (kwargs of :class:`CdetrTransformerEncoder`),
     ``decoder`` (a ``MODELS`` config, e.g. ``CdetrTransformerDecoder``),
     ``positional_encoding`` (mmdet ``SinePositionalEncoding``),
-    ``channels_last`` (see below), plus mmdet ``DETR``'s ``backbone``,
+    ``channels_last``, ``frozen_channels_last`` (see below), plus mmdet
+    ``DETR``'s ``backbone``,
     ``neck``, ``bbox_head``, ``num_queries``, ``train_cfg``, ``test_cfg``,
     ``data_preprocessor``.
 
@@ -61,18 +62,54 @@ class CdetrConditionalDETR(DETR):
             cuDNN convolutions prefer, notably under bf16/fp16 autocast. The
             results equal the default NCHW ones up to float rounding.
             Defaults to False.
+        frozen_channels_last (bool): On CPU, run the part of an mmdet
+            ``ResNet`` backbone that takes no gradient in NHWC: the frozen
+            stem and stages (``frozen_stages``) when gradients are taken,
+            the whole backbone under ``torch.no_grad``. PyTorch's NCHW CPU
+            kernels are slow there (the stem's 3x3 max-pool ~9x, the
+            frozen stem + ``layer1`` forward ~1.4x at 512x512); the
+            trainable stages stay NCHW, whose backward NHWC does not speed
+            up. Outputs equal NCHW's up to float rounding. No effect on
+            other devices, with ``channels_last=True`` or on backbones
+            without ``frozen_stages``/``res_layers``. Defaults to True.
         *args, **kwargs: mmdet ``DETR``'s arguments.
     """
 
-    def __init__(self, *args, channels_last: bool = False, **kwargs) -> None:
+    def __init__(self, *args, channels_last: bool = False,
+                 frozen_channels_last: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.channels_last = channels_last
+        self.frozen_channels_last = frozen_channels_last
         # Set by cdetr_mmdet.apis.optimize_for_inference (batch norms folded).
         self.folded_for_inference = False
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
             if self.with_neck:
                 self.neck.to(memory_format=torch.channels_last)
+        frozen_end = self._frozen_stages_end()
+        if frozen_end is not None:
+            frozen_end.register_forward_hook(self._trainable_stages_in_nchw)
+
+    def _frozen_stages_end(self) -> Optional[nn.Module]:
+        """The backbone's last frozen module, or None (nothing frozen)."""
+        frozen = getattr(self.backbone, 'frozen_stages', -1)
+        layers = getattr(self.backbone, 'res_layers', None)
+        if frozen < 0 or layers is None:
+            return None
+        if frozen == 0:  # the stem alone
+            return self.backbone.maxpool
+        return getattr(self.backbone, layers[min(frozen, len(layers)) - 1])
+
+    def _trainable_stages_in_nchw(self, module: nn.Module, args: tuple,
+                                  output: Tensor) -> Optional[Tensor]:
+        """Forward hook: the frozen stages' NHWC output back to NCHW.
+
+        Only when gradients are taken (the trainable stages follow) and the
+        whole backbone is not channels-last by option.
+        """
+        if self.channels_last or not torch.is_grad_enabled():
+            return None
+        return output.contiguous()  # (bs, c, h, w) NCHW
 
     def _init_layers(self) -> None:
         """Build the positional encoding, transformer and object queries."""
@@ -133,7 +170,10 @@ class CdetrConditionalDETR(DETR):
         Returns:
             tuple[Tensor]: The neck outputs.
         """
-        if not self.channels_last:
+        nhwc = self.channels_last or (
+            self.frozen_channels_last and batch_inputs.device.type == 'cpu'
+            and self._frozen_stages_end() is not None)
+        if not nhwc:
             return super().extract_feat(batch_inputs)
         feats = super().extract_feat(
             batch_inputs.contiguous(memory_format=torch.channels_last))
