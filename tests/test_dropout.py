@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from cdetr_mmdet.models.attention import (ConditionalCrossAttention,
                                           ConditionalSelfAttention, attention)
 from cdetr_mmdet.models.decoder_layer import ConditionalDecoderLayer
-from cdetr_mmdet.models.dropout import CheapDropout, dropout, keep_scale_mask
+from cdetr_mmdet.models.dropout import (CheapDropout, drop_mask, dropout,
+                                        keep_scale_mask, random_bits)
 from cdetr_mmdet.models.encoder import EncoderLayer
 
 P = 0.1
@@ -47,6 +48,37 @@ def test_mask_rate_scale_and_independence():
     # A new draw differs (the generator advances).
     again = keep_scale_mask(shape, P, torch.float32, torch.device('cpu'))
     assert not torch.equal(mask, again)
+
+
+def test_random_bits_are_uniform_and_reproducible():
+    """Every one of the 32 bit positions is a fair coin; the rate holds at
+    small and large p; ``torch.manual_seed`` reproduces the bits."""
+    torch.manual_seed(0)
+    n = 2**20
+    bits = random_bits(torch.Size((n, )), torch.device('cpu'))
+    assert bits.dtype == torch.int32
+    ones = torch.stack([((bits >> i) & 1).double().mean()
+                        for i in range(32)])
+    assert (ones - 0.5).abs().max() < 5 * math.sqrt(0.25 / n)
+    for p in (0.01, 0.5, 0.9):
+        rate = drop_mask(torch.Size((n, )), p,
+                         torch.device('cpu')).double().mean().item()
+        assert abs(rate - p) < 5 * math.sqrt(p * (1 - p) / n), p
+    torch.manual_seed(5)
+    first = random_bits(torch.Size((3, 1001)), torch.device('cpu'))
+    state = torch.get_rng_state()
+    second = random_bits(torch.Size((3, 1001)), torch.device('cpu'))
+    torch.manual_seed(5)
+    assert torch.equal(random_bits(torch.Size((3, 1001)), 'cpu'), first)
+    torch.set_rng_state(state)  # a resumed run draws the same masks
+    assert torch.equal(random_bits(torch.Size((3, 1001)), 'cpu'), second)
+    assert not torch.equal(first, second)
+    # The boolean and the scaled masks of one draw agree.
+    torch.manual_seed(6)
+    dropped = drop_mask(torch.Size((64, 64)), P, 'cpu')
+    torch.manual_seed(6)
+    keep = keep_scale_mask(torch.Size((64, 64)), P, torch.float32, 'cpu')
+    assert torch.equal(dropped, keep == 0)
 
 
 def test_dropout_function_and_module():

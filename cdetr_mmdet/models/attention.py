@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import keep_scale_mask
+from .dropout import drop_mask
 
 
 def _check_heads(embed_dims: int, num_heads: int) -> None:
@@ -58,7 +58,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor,
     Without dropout this is :func:`F.scaled_dot_product_attention` itself.
     With dropout, PyTorch's CPU kernels all fall back to an unfused path that
     draws the mask with ``bernoulli_``; the explicit softmax here draws it with
-    :func:`keep_scale_mask` (same distribution: each weight independently
+    :func:`drop_mask` (same distribution: each weight independently
     zeroed with probability ``dropout_p``, the others scaled by
     ``1 / (1 - dropout_p)``) and folds the key padding and the softmax scale
     into one ``baddbmm``.
@@ -87,10 +87,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor,
             bs, heads, nq, nk).reshape(bs * heads, nq, nk)
         scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=c ** -0.5)
     weights = scores.softmax(-1)  # (bs * heads, nq, nk)
-    weights = weights * keep_scale_mask(weights.shape, dropout_p,
-                                        weights.dtype, weights.device)
+    # Zero the dropped weights (a bool mask is kept for backward, not a
+    # float one) and scale the kept ones by 1 / (1 - p) on the smaller output.
+    weights = weights.masked_fill(
+        drop_mask(weights.shape, dropout_p, weights.device), 0.)
     out = torch.bmm(weights.to(v.dtype), v.reshape(bs * heads, nk, cv))
-    return out.view(bs, heads, nq, cv)
+    return out.mul_(1. / (1. - dropout_p)).view(bs, heads, nq, cv)
 
 
 class ConditionalSelfAttention(nn.Module):
