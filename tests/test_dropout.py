@@ -212,3 +212,16 @@ def test_attn_dropout_sets_the_attention_weights_rate_alone(layer):
         if isinstance(sub, CheapDropout):
             sub.p = 0.
     assert torch.equal(module.train()(*args), module.eval()(*args))
+
+
+def test_compiled_dropout_draws_the_eager_masks():
+    """torch.compile runs the (numpy) bit source eagerly: same masks."""
+    compiled = torch.compile(lambda t: dropout(t, P))
+    # A second shape recompiles with dynamic shapes, where tracing the numpy
+    # calls would break (setStorage out of bounds).
+    for shape in ((2, 4, 256), (4, 33, 16)):
+        x = torch.randn(shape)
+        torch.manual_seed(7)
+        eager = dropout(x, P)
+        torch.manual_seed(7)
+        assert torch.equal(compiled(x), eager), shape

@@ -20,6 +20,9 @@ import torch
 from torch import Tensor, nn
 
 
+# numpy calls are not traceable: torch.compile runs this eagerly (a graph
+# break), so compiled and eager models draw the same masks.
+@torch.compiler.disable
 def random_bits(shape: torch.Size, device: torch.device) -> Tensor:
     """Uniformly random int32s, 32 independent random bits each.
 
