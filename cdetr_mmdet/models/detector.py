@@ -121,9 +121,15 @@ class CdetrConditionalDETR(DETR):
         ``DETR.init_weights`` finds ``self.encoder`` / ``self.decoder``).
         """
         decoder_cfg = dict(self.decoder)
-        if decoder_cfg.get('reference') == 'learned':
-            # One free reference point per object query.
+        reference = decoder_cfg.get('reference')
+        # One free reference point per object query.
+        if reference == 'learned':
             decoder_cfg.setdefault('num_queries', self.num_queries)
+        elif isinstance(reference, dict) and reference.get(
+                'type') == 'CdetrLearnedReference':
+            decoder_cfg['reference'] = dict(reference)
+            decoder_cfg['reference'].setdefault('num_queries',
+                                                self.num_queries)
         core = ConditionalDETRTransformer(
             encoder=MODELS.build(self.encoder),
             decoder=MODELS.build(decoder_cfg),
