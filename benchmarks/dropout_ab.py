@@ -26,7 +26,7 @@ import _models  # noqa: E402
 
 import cdetr_mmdet.models.attention as attention_module  # noqa: E402
 import cdetr_mmdet.models.encoder as encoder_module  # noqa: E402
-from cdetr_mmdet.models.dropout import CheapDropout  # noqa: E402
+from cdetr_mmdet.speedups.dropout import CheapDropout  # noqa: E402
 
 _CHEAP_ATTENTION = attention_module.attention
 
