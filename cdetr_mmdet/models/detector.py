@@ -8,6 +8,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from torch import Tensor, nn
 
+from ..speedups.channels_last import nchw_after_frozen_stages, runs_nhwc
 from .transformer import ConditionalDETRTransformer, feature_padding_mask
 
 
@@ -58,20 +59,11 @@ class CdetrConditionalDETR(DETR):
 
     Args:
         channels_last (bool): Run the backbone and neck in the
-            ``torch.channels_last`` memory format (NHWC), which oneDNN and
-            cuDNN convolutions prefer, notably under bf16/fp16 autocast. The
-            results equal the default NCHW ones up to float rounding.
-            Defaults to False.
-        frozen_channels_last (bool): On CPU, run the part of an mmdet
-            ``ResNet`` backbone that takes no gradient in NHWC: the frozen
-            stem and stages (``frozen_stages``) when gradients are taken,
-            the whole backbone under ``torch.no_grad``. PyTorch's NCHW CPU
-            kernels are slow there (the stem's 3x3 max-pool ~9x, the
-            frozen stem + ``layer1`` forward ~1.4x at 512x512); the
-            trainable stages stay NCHW, whose backward NHWC does not speed
-            up. Outputs equal NCHW's up to float rounding. No effect on
-            other devices, with ``channels_last=True`` or on backbones
-            without ``frozen_stages``/``res_layers``. Defaults to True.
+            ``torch.channels_last`` memory format (NHWC). Results equal NCHW
+            ones up to float rounding. Defaults to False.
+        frozen_channels_last (bool): On CPU, run the frozen part of an mmdet
+            ``ResNet`` backbone (all of it under ``torch.no_grad``) in NHWC.
+            Defaults to True. Both: :mod:`cdetr_mmdet.speedups.channels_last`.
         *args, **kwargs: mmdet ``DETR``'s arguments.
     """
 
@@ -86,30 +78,7 @@ class CdetrConditionalDETR(DETR):
             self.backbone.to(memory_format=torch.channels_last)
             if self.with_neck:
                 self.neck.to(memory_format=torch.channels_last)
-        frozen_end = self._frozen_stages_end()
-        if frozen_end is not None:
-            frozen_end.register_forward_hook(self._trainable_stages_in_nchw)
-
-    def _frozen_stages_end(self) -> Optional[nn.Module]:
-        """The backbone's last frozen module, or None (nothing frozen)."""
-        frozen = getattr(self.backbone, 'frozen_stages', -1)
-        layers = getattr(self.backbone, 'res_layers', None)
-        if frozen < 0 or layers is None:
-            return None
-        if frozen == 0:  # the stem alone
-            return self.backbone.maxpool
-        return getattr(self.backbone, layers[min(frozen, len(layers)) - 1])
-
-    def _trainable_stages_in_nchw(self, module: nn.Module, args: tuple,
-                                  output: Tensor) -> Optional[Tensor]:
-        """Forward hook: the frozen stages' NHWC output back to NCHW.
-
-        Only when gradients are taken (the trainable stages follow) and the
-        whole backbone is not channels-last by option.
-        """
-        if self.channels_last or not torch.is_grad_enabled():
-            return None
-        return output.contiguous()  # (bs, c, h, w) NCHW
+        nchw_after_frozen_stages(self)
 
     def _init_layers(self) -> None:
         """Build the transformer core and register its children as ours.
@@ -181,10 +150,8 @@ class CdetrConditionalDETR(DETR):
         Returns:
             tuple[Tensor]: The neck outputs.
         """
-        nhwc = self.channels_last or (
-            self.frozen_channels_last and batch_inputs.device.type == 'cpu'
-            and self._frozen_stages_end() is not None)
-        if not nhwc:
+        if not runs_nhwc(self.channels_last, self.frozen_channels_last,
+                         batch_inputs, self.backbone):
             return super().extract_feat(batch_inputs)
         feats = super().extract_feat(
             batch_inputs.contiguous(memory_format=torch.channels_last))
