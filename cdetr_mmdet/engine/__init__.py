@@ -1,4 +1,4 @@
-"""Runner support: divergence guard, CPU distributed, bf16, tool options.
+"""Runner support: divergence guard, CPU distributed, bf16, run config.
 
 The checkpoint hooks and backend live in :mod:`cdetr_mmdet.checkpoint`; their
 names are re-exported here for the runner-facing API.
@@ -12,14 +12,14 @@ from .cpu_ddp import CdetrCPUDistributedDataParallel, setup_cpu_distributed
 from .inference_optimize_hook import CdetrInferenceOptimizeHook
 from .divergence_guard import CdetrDivergenceGuardHook, TrainingDivergedError
 from .random_state_hook import CdetrRandomStateHook
-from .tool_config import add_run_arguments, load_run_config, parse_run_args
+from .run_config import load_run_config
 
 __all__ = [
     'AtomicLocalBackend', 'CdetrCheckpointHook', 'CdetrCPUAmpOptimWrapper',
     'CdetrCPUDistributedDataParallel', 'CdetrDivergenceGuardHook',
     'CdetrInferenceOptimizeHook',
     'CdetrRandomStateHook', 'CdetrStrictLoadHook', 'CheckpointMismatchError',
-    'NonFiniteWeightsError', 'TrainingDivergedError', 'add_run_arguments',
+    'NonFiniteWeightsError', 'TrainingDivergedError',
     'load_run_config', 'match_state_dict', 'newest_complete_checkpoint',
-    'parse_run_args', 'remove_partial_files', 'setup_cpu_distributed'
+    'remove_partial_files', 'setup_cpu_distributed'
 ]
