@@ -17,6 +17,7 @@ from mmdet.apis import init_detector as mmdet_init_detector
 from mmengine.config import Config
 
 from ..checkpoint import load_state_dict_strictly, safe_torch_load
+from ..checkpoint.state_dict_check import match_state_dict, strip_prefixes
 from .inputs import check_image_input
 from .optimize import optimize_for_inference
 
