@@ -9,7 +9,7 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Union
 
 import torch
 from torch import Tensor
