@@ -9,6 +9,7 @@ from mmdet.registry import MODELS
 from mmengine.optim import build_optim_wrapper
 
 from cdetr_mmdet.engine import CdetrCPUAmpOptimWrapper
+from cdetr_mmdet.speedups.channels_last import frozen_stages_end
 from conftest import make_batch, randomize_
 
 
@@ -164,4 +165,4 @@ def test_frozen_channels_last_needs_frozen_stages(tiny_model_cfg):
     model.extract_feat(make_batch()[0])
     assert formats == [('layer1', False), ('layer2', False),
                        ('layer4', False)]
-    assert model._frozen_stages_end() is model.backbone.maxpool
+    assert frozen_stages_end(model.backbone) is model.backbone.maxpool

@@ -217,7 +217,7 @@ def test_box_regions():
 
 
 def test_best_f1_threshold(tmp_path):
-    from cdetr_mmdet.analysis.detections import best_f1_threshold, stats_at, threshold_table
+    from tools.demo_pictures import best_f1_threshold, stats_at, threshold_table
     ann = dict(images=[dict(id=1, file_name='a.png')], categories=[dict(id=1, name='x')],
                annotations=[dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 10, 10]),
                             dict(id=2, image_id=1, category_id=1, bbox=[50, 50, 10, 10])])

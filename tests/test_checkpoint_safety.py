@@ -1,4 +1,4 @@
-"""Weights-only loading of mmengine checkpoints (checkpoint_safety.py).
+"""Weights-only loading of mmengine checkpoints (cdetr_mmdet/checkpoint/safety.py).
 
 torch >= 2.6 loads with ``weights_only=True`` by default and mmengine 0.10.7
 does not pass ``weights_only``: these tests check that checkpoints mmengine
@@ -27,7 +27,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.visualization import Visualizer
 
-from cdetr_mmdet.checkpoint_safety import (UnsafeCheckpointError,
+from cdetr_mmdet.checkpoint.safety import (UnsafeCheckpointError,
                                            register_safe_globals,
                                            safe_torch_load)
 

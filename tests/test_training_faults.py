@@ -25,7 +25,7 @@ from mmengine.logging import MessageHub
 from mmengine.runner import Runner
 
 from cdetr_mmdet.apis import CdetrDetInferencer, init_detector
-from cdetr_mmdet.checkpoint_safety import UnsafeCheckpointError
+from cdetr_mmdet.checkpoint.safety import UnsafeCheckpointError
 from cdetr_mmdet.engine import (CdetrDivergenceGuardHook,
                                 CheckpointMismatchError,
                                 NonFiniteWeightsError, TrainingDivergedError)
