@@ -345,13 +345,11 @@ def test_fp16_guard_tolerates_skipped_steps_until_they_persist():
 def test_full_disk_with_max_keep_1_keeps_the_last_checkpoint(
         data_root, tmp_path, monkeypatch):
     real_fsync = os.fsync
-    saved = []
 
     def fsync(fd):
         name = os.readlink(f'/proc/self/fd/{fd}')
         if name.endswith('iter_6.pth'):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        saved.append(name)
         real_fsync(fd)
 
     monkeypatch.setattr(os, 'fsync', fsync)
