@@ -202,6 +202,32 @@ def test_missing_empty_and_unreadable_images_are_each_named(tmp_path):
         f"in the listed size): {img / '3.png'} is 48x64, listed 64x48"]
 
 
+def test_all_images_missing_and_filtered_empty_images_are_reported(tmp_path):
+    """docs/reliability.md data rows 13 (all missing: the data_root hint) and 17 (images
+    without annotations are skipped under filter_empty_gt=True, kept otherwise)."""
+    write_set(tmp_path, GOOD, sizes=((64, 48),) * 4)
+    report = check_split(spec(tmp_path, filter_empty_gt=True), stride=16)
+    assert '2 of 4 images have no annotation (skipped: filter_empty_gt=True), e.g. 2.png, 3.png' \
+        in report.format()
+    report = check_split(spec(tmp_path, filter_empty_gt=True, test_mode=True), stride=16)
+    assert '2 of 4 images have no annotation (kept as background-only images)' in report.format()
+    for i in range(4):
+        (tmp_path / 'img' / f'{i}.png').unlink()
+    report = check_split(spec(tmp_path), stride=16)
+    img = tmp_path / 'img'
+    assert report.errors == [
+        f"4 of 4 images listed in 'images' do not exist (none found: check data_root and "
+        f"data_prefix.img, now {str(img)!r}): {img / '0.png'}; {img / '1.png'}; "
+        f"{img / '2.png'}, ..."]  # the first 3, the count at the start
+
+
+def test_small_box_fraction_sets_when_the_warning_fires(tmp_path):
+    """docs/reliability.md data row 18: the warning fires above small_box_fraction only."""
+    write_set(tmp_path, [(0, 1, [1, 1, 10, 10]), (0, 2, [20, 10, 12, 8]), (1, 1, [5, 5, 40, 40])])
+    assert check_split(spec(tmp_path), stride=16, small_box_fraction=0.5).warnings
+    assert not check_split(spec(tmp_path), stride=16, small_box_fraction=0.7).warnings
+
+
 def test_small_boxes_against_the_measured_stride(tmp_path):
     cfg = Config.fromfile(str(ROOT / 'configs' / 'conditional_detr_r50_dc5_50e.py'))
     cfg.model.backbone.depth, cfg.model.neck.in_channels = 18, [512]  # same strides, faster
