@@ -340,6 +340,15 @@ def test_fp16_guard_tolerates_skipped_steps_until_they_persist():
                        match=r'iteration 6 \(epoch 1\): the fp16 loss scaler '
                        r'skipped 3 steps in a row'):
         guard.after_train_iter(runner, 0, outputs=nan)
+    # The default (docs/reliability.md checkpoint row 13): 19 skips in a row pass, the 20th stops.
+    guard, runner.iter = CdetrDivergenceGuardHook(), 0
+    for _ in range(19):
+        guard.after_train_iter(runner, 0, outputs=nan)
+        runner.iter += 1
+    with pytest.raises(TrainingDivergedError,
+                       match=r'iteration 20 \(epoch 1\): the fp16 loss scaler '
+                       r'skipped 20 steps in a row'):
+        guard.after_train_iter(runner, 0, outputs=nan)
 
 
 def test_full_disk_with_max_keep_1_keeps_the_last_checkpoint(
