@@ -355,3 +355,32 @@ def test_check_dataset_tool(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ERROR: " in out and "'dgo' not found (closest: ['dog'])" in out
     assert out.rstrip().endswith('2 split(s): 1 error(s), 0 warning(s)')  # val: resized x2
+
+
+def test_tools_test_stops_on_a_broken_test_set(tmp_path):
+    """The check at the start of tools/test.py (reliability.md: `test` for tools/test.py):
+    a missing test image stops it with exit code 1 and the DatasetError, no evaluation."""
+    import subprocess
+    import sys
+
+    from mmdet.registry import MODELS
+    write_set(tmp_path / 'data', GOOD)
+    (tmp_path / 'data' / 'img' / '1.png').unlink()
+    cfg = tiny_cfg(tmp_path / 'data')
+    cfg.dump(str(tmp_path / 'config.py'))
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict(), meta=dict()),
+               tmp_path / 'model.pth')
+    out = subprocess.run(
+        [sys.executable, 'tools/test.py', str(tmp_path / 'config.py'), str(tmp_path / 'model.pth'),
+         '--work-dir', str(tmp_path / 'work')], cwd=ROOT, capture_output=True, text=True,
+        timeout=300)
+    assert out.returncode == 1
+    log = out.stdout + out.stderr
+    # The run's own error (only the test split is checked): its last two lines.
+    assert out.stderr.strip().splitlines()[-2:] == [
+        'cdetr_mmdet.data.coco_api.DatasetError: dataset check failed (python '
+        'tools/check_dataset.py CONFIG prints the full report; dataset_check=dict(enabled=False) '
+        'turns the check off):',
+        f"  test: 1 of 2 images listed in 'images' do not exist: "
+        f"{tmp_path / 'data' / 'img' / '1.png'}"]
+    assert 'Average Precision' not in log
