@@ -194,6 +194,31 @@ def test_export_refuses_a_mismatching_graph(tiny, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temp
 
 
+def test_export_cli_exits_1_with_the_error_and_writes_nothing(tiny, tmp_path, monkeypatch,
+                                                             capsys):
+    """tools/export_onnx.py's failure path: a graph that does not reproduce PyTorch gives
+    exit status 1, the mismatch on stderr and no file."""
+    import importlib.util
+    cfg, detector, _, _ = tiny
+    config, ckpt = tmp_path / 'config.py', tmp_path / 'model.pth'
+    cfg.dump(str(config))
+    torch.save(dict(state_dict=detector.state_dict(), meta=dict()), ckpt)
+    spec = importlib.util.spec_from_file_location('export_onnx_tool',
+                                                  ROOT / 'tools' / 'export_onnx.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    real = exporter_module._run_onnxruntime
+    monkeypatch.setattr(exporter_module, '_run_onnxruntime',
+                        lambda *args: (real(*args)[0] + 1e-3, *real(*args)[1:]))
+    out = tmp_path / 'out' / 'bad.onnx'
+    out.parent.mkdir()
+    assert tool.main([str(config), str(ckpt), str(out), '--shape', '64', '64']) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        'ERROR: the exported graph does not match PyTorch (tolerance 0.0001)'), err
+    assert list(out.parent.iterdir()) == []
+
+
 def test_missing_and_corrupt_onnx_files(tiny, tmp_path):
     cfg = tiny[0]
     missing = tmp_path / 'missing.onnx'
