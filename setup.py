@@ -18,6 +18,13 @@ def read_version():
     return re.search(r"^__version__ = '([^']+)'", text, re.MULTILINE).group(1)
 
 
+def read_requirements(name):
+    """Requirement lines of requirements/NAME.txt (shared with CI scripts)."""
+    lines = (HERE / 'requirements' / f'{name}.txt').read_text().splitlines()
+    return [line.strip() for line in lines
+            if line.strip() and not line.startswith('#')]
+
+
 setup(
     name='cdetr_mmdet',
     version=read_version(),
@@ -47,12 +54,12 @@ setup(
                    'onnxscript'],
         # INT8 post-training quantisation (tools/export_onnx.py --int8).
         'int8': ['nncf>=2.10'],
-        # cdetr_runtime's own needs: OpenCV is the image library because
-        # mmcv resizes with it (Pillow's bilinear gives other pixels); the
-        # headless build avoids GUI libraries. openvino is optional.
-        'runtime': ['numpy', 'opencv-python-headless', 'onnxruntime>=1.18'],
-        'runtime-openvino': ['numpy', 'opencv-python-headless',
-                             'openvino>=2024.0'],
+        # cdetr_runtime's own needs (requirements/runtime.txt): OpenCV is the
+        # image library because mmcv resizes with it (Pillow's bilinear gives
+        # other pixels); headless avoids GUI libraries. openvino is optional.
+        'runtime': read_requirements('runtime'),
+        'runtime-openvino': read_requirements('runtime') + [
+            'openvino>=2024.0'],
     },
     zip_safe=False,
 )
