@@ -3,6 +3,7 @@
     python tools/test_deployed.py CONFIG MODEL.onnx
         --backend onnxruntime|openvino|openvino-fp32 [--batch-size N]
         [--threads N] [--limit N] [--out metrics.json] [--checkpoint CKPT]
+        [--classwise]
 
 Reads the config's test set (``test_dataloader.dataset``) and evaluator
 (``test_evaluator``, e.g. mmdet's ``CocoMetric``); images are loaded,
@@ -38,6 +39,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='run only the first N images (a smoke run: the '
                         'AP still counts the other images\' objects as missed)')
     parser.add_argument('--out', help='write the metrics here (JSON)')
+    parser.add_argument('--classwise', action='store_true',
+                        help='per-class AP table (CocoMetric classwise=True)')
     parser.add_argument('--checkpoint', default=None,
                         help='also run this PyTorch checkpoint on the same '
                         'batches and report the detection differences')
@@ -57,6 +60,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     cfg = Config.fromfile(args.config)
     runner = build_runner(args.backend, args.model, cfg, args.threads)
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    if args.classwise:
+        cfg.test_evaluator.classwise = True
     evaluator = Evaluator(cfg.test_evaluator)
     evaluator.dataset_meta = dataset.metainfo
     num = len(dataset) if args.limit is None else min(args.limit,
