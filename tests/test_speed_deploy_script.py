@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT
 
-for _name in ('onnx', 'onnxruntime', 'openvino'):
+for _name in ('onnx', 'onnxruntime', 'openvino', 'nncf'):
     pytest.importorskip(_name, reason="the deploy extra is not installed: "
                         "pip install -e '.[deploy]'")
 
@@ -20,10 +20,18 @@ def test_speed_deploy_quick_writes_the_expected_json(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'x mmdet' in proc.stdout  # the tables
+    assert 'CPU flags: avx2 ' in proc.stdout
     result = json.loads(out.read_text())
-    variants = ['mmdet', 'ours', 'ours:onnxruntime', 'ours:openvino',
-                'ours:openvino-fp32']
+    flags = result['machine']['cpu_flags']
+    assert set(flags) >= {'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16',
+                          'amx_bf16'}
+    bf16 = flags['avx512_bf16'] or flags['amx_bf16']
+    variants = ['mmdet', 'ours'] + (['ours:bf16'] if bf16 else []) + [
+        'ours:onnxruntime', 'ours:openvino', 'ours:openvino-fp32'] + (
+        ['ours:openvino-bf16'] if bf16 else []) + [
+        'ours:openvino-int8', 'ours:onnxruntime-int8']
     assert result['config']['variants'] == variants
+    assert 'INT8 quantisation:' in proc.stdout
     assert set(result['results']) == {'1x64x96', '2x64x64'}
     for setting in result['results'].values():
         assert setting['mmdet']['ratio_vs_mmdet'] == 1.0

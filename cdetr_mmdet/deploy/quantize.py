@@ -72,20 +72,36 @@ def quantize_int8(fp32_path: str, out_path: str, images: Sequence[str],
     Returns:
         dict: ``quantized_nodes`` (QuantizeLinear count), ``float_patterns``.
     """
+    from cdetr_runtime import Preprocessor, read_model_info
+    if not images:
+        raise ValueError('no calibration images')
+    pre = Preprocessor(read_model_info(fp32_path))
+    samples = []
+    for i, path in enumerate(images):
+        inputs, mask, _ = pre([path], offset=i)
+        samples.append(dict(inputs=inputs, mask=mask))
+    return quantize_samples(fp32_path, out_path, samples, float_patterns,
+                            smooth_quant, log)
+
+
+def quantize_samples(fp32_path: str, out_path: str, samples: List[dict],
+                     float_patterns: Iterable[str] = DEFAULT_FLOAT_PATTERNS,
+                     smooth_quant: bool = True, log=print) -> dict:
+    """:func:`quantize_int8` on preprocessed batches.
+
+    Args:
+        samples (list[dict]): Graph inputs ``inputs`` (1, 3, H, W) float32
+            and ``mask`` (1, H, W) bool, e.g. from ``cdetr_runtime``'s
+            ``Preprocessor``.
+        fp32_path, out_path, float_patterns, smooth_quant, log: See
+            :func:`quantize_int8`.
+    """
     onnx = import_optional('onnx')
     try:
         nncf = import_optional('nncf')
     except ImportError as err:
         raise ImportError("--int8 needs NNCF: pip install -e '.[int8]' (or "
                           'pip install nncf)') from err
-    from cdetr_runtime import Preprocessor, read_model_info
-    pre = Preprocessor(read_model_info(fp32_path))
-    if not images:
-        raise ValueError('no calibration images')
-    samples = []
-    for i, path in enumerate(images):
-        inputs, mask, _ = pre([path], offset=i)
-        samples.append(dict(inputs=inputs, mask=mask))
     model = onnx.load(fp32_path)
     patterns = list(float_patterns)
     log(f'INT8: calibrating on {len(samples)} images; kept in float: '
