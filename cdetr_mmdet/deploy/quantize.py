@@ -19,7 +19,7 @@ from .requirements import import_optional
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 # Node-name regexes (torchscript export names: /module/path/OpType) kept in
 # float by default: see docs/deploy.md for the measurement behind each.
-DEFAULT_FLOAT_PATTERNS: Tuple[str, ...] = ('/bbox_head/.*', )
+DEFAULT_FLOAT_PATTERNS: Tuple[str, ...] = ('.*bbox_head.*', )
 
 
 def calibration_images(cfg, num: int, folder: Optional[str] = None
