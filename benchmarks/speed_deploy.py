@@ -83,9 +83,17 @@ def cpu_flags():
 
 
 def default_variants(flags):
-    """Every variant, the bf16 ones only where the CPU has bf16."""
+    """Every variant; the bf16 ones only where the CPU has bf16, the INT8
+    ones only where NNCF is installed (the ``int8`` extra)."""
+    import importlib.util
     has_bf16 = flags['avx512_bf16'] or flags['amx_bf16']
-    return [v for v in VARIANTS if has_bf16 or v not in BF16_VARIANTS]
+    has_nncf = importlib.util.find_spec('nncf') is not None
+    if not has_nncf:
+        print("INT8 rows skipped: nncf is not installed (pip install -e "
+              "'.[int8]')")
+    return [v for v in VARIANTS
+            if (has_bf16 or v not in BF16_VARIANTS)
+            and (has_nncf or not v.endswith('-int8'))]
 
 
 def parse_args(argv=None):
