@@ -49,7 +49,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     report = dict(model=args.model, backend=args.backend,
-                  precision=detector.session.precision,
+                  model_precision=detector.info.precision,
+                  engine_precision=detector.session.precision,
                   score_thr=detector.score_thr, classes=detector.classes,
                   images=[dict(image=path, **res.to_dict())
                           for path, res in zip(args.images, results)])
