@@ -9,16 +9,18 @@ import re
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-
-from conftest import DATA, ROOT
 
 from cdetr_runtime import (FORMAT_VERSION, Detector, ImageError,
                            ModelFormatError, load_image, read_model_info)
 from cdetr_runtime.model_file import iter_fields
 from cdetr_runtime.preprocess import Preprocessor
 
+DATA = Path(__file__).resolve().parent / 'data'
+ROOT = DATA.parents[1]
 TOL = 1e-4  # as tests/test_deploy.py: scores, and boxes / image size
 TRAINING_STACK = ('torch', 'mmcv', 'mmengine', 'mmdet', 'cdetr_mmdet')
 
