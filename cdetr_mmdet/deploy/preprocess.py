@@ -67,7 +67,8 @@ class DeployPreprocessor:
                 scale, keep_ratio = tuple(step['scale']), step.get(
                     'keep_ratio', False)
             elif kind not in ('LoadImageFromFile', 'LoadImageFromNDArray',
-                              'LoadAnnotations', 'PackDetInputs'):
+                              'LoadAnnotations', 'PackDetInputs',
+                              'CdetrCheckImage'):  # checks, no change
                 raise ValueError(
                     f'test pipeline step {step["type"]!r} is not supported '
                     'by the deploy preprocessing (supported: '
