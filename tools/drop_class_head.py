@@ -15,6 +15,7 @@ import torch
 
 from cdetr_mmdet.checkpoint.safety import safe_torch_load
 from cdetr_mmdet.engine import AtomicLocalBackend
+from cdetr_mmdet.checkpoint.state_dict_check import annotate_load
 
 CLASS_HEAD_PREFIX = 'bbox_head.fc_cls.'
 
@@ -42,9 +43,14 @@ def drop_class_head(src: Path, dst: Path) -> list:
     if not removed:
         raise KeyError(f'{src}: no "{CLASS_HEAD_PREFIX}*" keys to drop')
     kept = {k: v for k, v in state_dict.items() if k not in removed}
+    result = {'state_dict': kept, 'meta': checkpoint.get('meta', {})}
+    # Declared in the file, so that mmengine's load_checkpoint (which our
+    # detector makes strict) leaves the class head fresh instead of refusing
+    # it; the runner's load_from still needs load_from_skip.
+    annotate_load(result, left_out=[CLASS_HEAD_PREFIX.rstrip('.')],
+                  left_out_by='tools/drop_class_head.py')
     buffer = io.BytesIO()
-    torch.save({'state_dict': kept, 'meta': checkpoint.get('meta', {})},
-               buffer)
+    torch.save(result, buffer)
     AtomicLocalBackend().put(buffer.getvalue(), dst)
     return removed
 

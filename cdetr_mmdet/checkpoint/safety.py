@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
+from .state_dict_check import annotate_load
+
 try:  # numpy >= 2
     from numpy._core import multiarray as _np_multiarray
 except ImportError:  # numpy 1.x
@@ -178,7 +180,9 @@ def load_from_safe_local(filename: str, map_location: Any) -> Any:
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'Checkpoint {filename!r} does not exist')
-    return safe_torch_load(filename, map_location=map_location)
+    checkpoint = safe_torch_load(filename, map_location=map_location)
+    annotate_load(checkpoint, source=filename)  # named if it does not fit
+    return checkpoint
 
 
 # A CheckpointLoader prefix (a regex, matched at the path's start) for local

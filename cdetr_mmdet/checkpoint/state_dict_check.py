@@ -5,14 +5,32 @@ checkpoints with ``strict=False``: a checkpoint of another architecture loads
 0 tensors and only a log line says so. :func:`match_state_dict` fails instead,
 with the counts and the first offenders of each kind, unless the caller names
 the tensors it means to leave out (fine-tuning with another class count).
+
+:func:`check_load_into` runs the same check inside our detector's
+``_load_from_state_dict``, so every loader (torch's ``load_state_dict``,
+mmengine's ``load_checkpoint`` and ``Runner.load_checkpoint``, mmdet's
+``init_detector`` and ``DetInferencer``) refuses such a checkpoint before any
+tensor is copied. What the model cannot know itself (the file's name, tensors
+left out on purpose) travels with the state dict, in its root metadata
+(:func:`annotate_load`).
 """
+import logging
 import re
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import torch
+from mmengine.logging import print_log
 
-__all__ = ['CheckpointMismatchError', 'load_state_dict_strictly',
-           'match_state_dict', 'selected_by', 'strip_prefixes']
+__all__ = ['CheckpointMismatchError', 'annotate_load', 'check_load_into',
+           'load_state_dict_strictly', 'match_state_dict', 'selected_by', 'strip_prefixes']
+
+# Key of our entry in a state dict's root metadata, ``state_dict._metadata['']``:
+# torch's and mmengine's loaders keep ``_metadata`` when they copy or revise
+# the state dict and hand ``_metadata['']`` to the root module's
+# ``_load_from_state_dict``, so it reaches the detector's check unchanged.
+LOAD_INFO_KEY = 'cdetr_load'
 
 # How many offenders of each kind the message lists.
 _SHOWN = 5
@@ -143,3 +161,91 @@ def load_state_dict_strictly(model: torch.nn.Module, checkpoint: dict,
     state = strip_prefixes(checkpoint.get('state_dict', checkpoint))
     match_state_dict(model.state_dict(), state, source)
     model.load_state_dict(state, strict=True)
+
+
+def annotate_load(checkpoint: Any, move_bare: bool = False,
+                  **info: Any) -> None:
+    """Record ``info`` for :func:`check_load_into` in ``checkpoint``, in place.
+
+    Args:
+        checkpoint (dict): A loaded checkpoint (with a ``state_dict``) or a
+            state dict itself. A plain-dict ``state_dict`` is replaced by an
+            ``OrderedDict`` copy (only those carry ``_metadata``).
+        move_bare (bool): A bare plain-dict state dict cannot carry
+            ``_metadata``: move it under ``checkpoint['state_dict']`` (which
+            mmengine's loader reads first) if True, else record nothing.
+            Only for a checkpoint about to be loaded into a model. Defaults
+            to False.
+        **info: Any of ``source`` (str: the file, for messages),
+            ``left_out`` (list[str]: tensor names or module prefixes left out
+            on purpose), ``left_out_by`` (str: who left them out, for the
+            log), ``checked`` (bool: False skips the check, for
+            ``CdetrStrictLoadHook(strict=False)``).
+    """
+    if not isinstance(checkpoint, dict):
+        return
+    if isinstance(checkpoint.get('state_dict'), Mapping):
+        state = checkpoint['state_dict']
+        if not hasattr(state, '_metadata'):
+            state = checkpoint['state_dict'] = _with_metadata(state)
+    elif isinstance(checkpoint, OrderedDict):
+        state = checkpoint  # a bare state dict (torch.save(model.state_dict()))
+        if not hasattr(state, '_metadata'):
+            state._metadata = OrderedDict()
+    elif move_bare:  # a bare plain dict cannot carry attributes
+        state = _with_metadata(checkpoint)
+        checkpoint.clear()
+        checkpoint['state_dict'] = state
+    else:
+        return
+    root = dict(state._metadata.get('', {}))
+    root[LOAD_INFO_KEY] = {**root.get(LOAD_INFO_KEY, {}), **info}
+    state._metadata[''] = root
+
+
+def _with_metadata(state: Mapping) -> 'OrderedDict[str, Any]':
+    copy = OrderedDict(state)
+    copy._metadata = OrderedDict(getattr(state, '_metadata', {}))
+    return copy
+
+
+def check_load_into(module: torch.nn.Module, state_dict: Mapping[str, Any],
+                    prefix: str, local_metadata: Mapping[str, Any]) -> None:
+    """Refuse to load ``state_dict`` into ``module`` unless it fits exactly.
+
+    Called from ``module._load_from_state_dict`` (before any tensor is
+    copied) with that method's arguments. Keys outside ``prefix`` belong to
+    an enclosing module and are not checked.
+
+    Args:
+        module (nn.Module): The module being loaded.
+        state_dict (Mapping[str, Tensor]): The state dict as the loader
+            passes it (``prefix`` + the module's keys).
+        prefix (str): The module's prefix in it (``''`` at the root).
+        local_metadata (Mapping): The module's metadata entry, carrying
+            :func:`annotate_load`'s ``info`` under :data:`LOAD_INFO_KEY`.
+
+    Raises:
+        CheckpointMismatchError: Missing, unexpected or shape-mismatched keys
+            outside the tensors the state dict says it leaves out.
+    """
+    info = local_metadata.get(LOAD_INFO_KEY, {})
+    if not info.get('checked', True):
+        return
+    source = info.get('source') or (
+        f'(a state dict without file name, loaded into '
+        f'{type(module).__name__})')
+    left_out = list(info.get('left_out', ()))
+    model_state = module.state_dict()
+    checkpoint_state = {k[len(prefix):]: v for k, v in state_dict.items()
+                        if k.startswith(prefix)}
+    match_state_dict(model_state, checkpoint_state, source, left_out)
+    fresh = [k for k in model_state
+             if k not in checkpoint_state and selected_by(k, left_out)]
+    by = info.get('left_out_by')
+    if fresh and by != 'load_from_skip':  # CdetrStrictLoadHook logs its own
+        print_log(
+            f'{source} leaves out {left_out} on purpose'
+            + (f' ({by})' if by else '') + f': {len(fresh)} model tensors '
+            f'keep their initialisation ({", ".join(fresh)})',
+            logger='current', level=logging.WARNING)

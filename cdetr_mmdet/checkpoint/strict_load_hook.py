@@ -20,8 +20,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop
 
-from .state_dict_check import (match_state_dict, selected_by,
-                               strip_prefixes)
+from .state_dict_check import (LOAD_INFO_KEY, annotate_load, match_state_dict,
+                               selected_by, strip_prefixes)
 
 
 def _checkpoint_name(runner) -> str:
@@ -60,7 +60,8 @@ class CdetrStrictLoadHook(Hook):
         Raises:
             CheckpointMismatchError: The checkpoint does not fit the model.
         """
-        if not self.strict:
+        if not self.strict:  # the detector's own check stands aside too
+            annotate_load(checkpoint, move_bare=True, checked=False)
             return
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
@@ -69,11 +70,17 @@ class CdetrStrictLoadHook(Hook):
         training = isinstance(runner._train_loop, BaseLoop)
         skip = list(runner.cfg.get('load_from_skip', None) or ()) \
             if training and not runner._resume else []
-        source = _checkpoint_name(runner)
+        # Named by our local-file loader (checkpoint.safety) when it read it.
+        source = getattr(state, '_metadata', {}).get('', {}).get(
+            LOAD_INFO_KEY, {}).get('source') or _checkpoint_name(runner)
         left_out = match_state_dict(model.state_dict(), revised, source,
                                     skip)
         for key in left_out:  # the runner loads what is left in `state`
             del state[dict(zip(revised, state))[key]]
+        # The detector checks again when the runner copies the tensors: tell
+        # it the file and what is left out on purpose.
+        annotate_load(checkpoint, move_bare=True, source=source,
+                      left_out=skip, left_out_by='load_from_skip')
         if skip:
             fresh = [k for k in model.state_dict() if selected_by(k, skip)]
             runner.logger.warning(

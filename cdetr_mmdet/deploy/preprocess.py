@@ -76,7 +76,8 @@ class DeployPreprocessor:
                     'keep_ratio', False)
                 interpolation = step.get('interpolation', 'bilinear')
             elif kind not in ('LoadImageFromFile', 'LoadImageFromNDArray',
-                              'LoadAnnotations', 'PackDetInputs'):
+                              'LoadAnnotations', 'PackDetInputs',
+                              'CdetrCheckImage'):  # checks, no change
                 raise ValueError(
                     f'test pipeline step {step["type"]!r} is not supported '
                     'by the deploy preprocessing (supported: '

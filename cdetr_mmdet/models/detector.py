@@ -8,6 +8,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from torch import Tensor, nn
 
+from ..checkpoint.state_dict_check import check_load_into
 from ..speedups.channels_last import nchw_after_frozen_stages, runs_nhwc
 from .transformer import ConditionalDETRTransformer, feature_padding_mask
 
@@ -126,6 +127,22 @@ class CdetrConditionalDETR(DETR):
             for module in self.neck.modules():
                 if isinstance(module, nn.Conv2d):
                     module.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str,
+                              local_metadata: dict, *args, **kwargs) -> None:
+        """Refuse a state dict that does not fit, then load as torch does.
+
+        mmengine's ``load_checkpoint`` (``Runner.load_checkpoint``, mmdet's
+        ``init_detector`` and ``DetInferencer``) loads with ``strict=False``
+        and only logs what did not fit. Both it and torch's
+        ``load_state_dict`` call this method first, with the whole state dict,
+        so the check here (``CheckpointMismatchError``, see
+        :func:`~cdetr_mmdet.checkpoint.state_dict_check.check_load_into`) runs on
+        every path before any tensor is copied.
+        """
+        check_load_into(self, state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      *args, **kwargs)
 
     def loss(self, batch_inputs: Tensor,
              batch_data_samples: SampleList) -> Dict[str, Tensor]:

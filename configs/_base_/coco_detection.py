@@ -33,9 +33,15 @@ train_pipeline = [
         ]),
     dict(type='PackDetInputs')
 ]
+test_scale = (1333, 800)
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+    # Bad inputs named also through mmdet's inference_detector/DetInferencer
+    # (cdetr_mmdet.data.check_image): files checked before decoding, images
+    # after loading. A storage backend_args above replaces the file check.
+    dict(type='LoadImageFromFile',
+         backend_args=backend_args or dict(backend='cdetr_checked_local')),
+    dict(type='CdetrCheckImage', scale=test_scale, keep_ratio=True),
+    dict(type='Resize', scale=test_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(
         type='PackDetInputs',

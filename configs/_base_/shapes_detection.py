@@ -15,7 +15,12 @@ train_pipeline = [
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    # Bad inputs named also through mmdet's inference_detector/DetInferencer
+    # (cdetr_mmdet.data.check_image): files checked before decoding, images
+    # after loading.
+    dict(type='LoadImageFromFile',
+         backend_args=dict(backend='cdetr_checked_local')),
+    dict(type='CdetrCheckImage', scale=(img_size, img_size), keep_ratio=True),
     # Any image (e.g. tools/infer.py's) is brought to the training scale.
     dict(type='Resize', scale=(img_size, img_size), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),

@@ -1,0 +1,129 @@
+"""Tests written to kill the mutants that survived the fast model tests.
+
+Each test names the mutant(s) of ``mutmut`` it kills (docs/testing.md,
+"Mutation testing"); each checks a behaviour the model promises, on full
+tensors, against an independent reference where there is one.
+"""
+import pytest
+import torch
+from mmdet.registry import TASK_UTILS
+
+from test_head import build_head, sample
+
+
+def official_costs(logits, boxes, gt_labels, gt_boxes, cost_class=2.,
+                   cost_bbox=5., cost_giou=2., alpha=0.25, gamma=2.):
+    """Atten4Vis/ConditionalDETR models/matcher.py's cost terms, written
+    out (its ``generalized_box_iou`` inlined)."""
+    out_prob = logits.sigmoid()
+    neg = (1 - alpha) * (out_prob**gamma) * (-(1 - out_prob + 1e-8).log())
+    pos = alpha * ((1 - out_prob)**gamma) * (-(out_prob + 1e-8).log())
+    cls = pos[:, gt_labels] - neg[:, gt_labels]
+
+    def xyxy(b):
+        cx, cy, w, h = b.unbind(-1)
+        return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2],
+                           -1)
+
+    a, b = xyxy(boxes), xyxy(gt_boxes)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = torch.max(a[:, None, :2], b[:, :2])
+    rb = torch.min(a[:, None, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = area_a[:, None] + area_b - inter
+    iou = inter / union
+    lt = torch.min(a[:, None, :2], b[:, :2])
+    rb = torch.max(a[:, None, 2:], b[:, 2:])
+    hull = (rb - lt).clamp(min=0).prod(-1)
+    giou = iou - (hull - union) / hull
+    return dict(cls=cost_class * cls,
+                bbox=cost_bbox * torch.cdist(boxes, gt_boxes, p=1),
+                giou=-cost_giou * giou)
+
+
+def random_preds(num_preds=12, num_classes=5, num_gts=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_preds, num_classes, generator=g) * 4
+    # Saturated scores too: 1 - p and p at float32's ends (p == 1 exactly
+    # for logit 20), where the +1e-8 inside the logs decides the value.
+    logits[0, :] = 20.
+    logits[1, :] = -20.
+    logits[2, :] = 0.
+    boxes = torch.rand(num_preds, 4, generator=g) * 0.5 + 0.2
+    gt_boxes = torch.rand(num_gts, 4, generator=g) * 0.5 + 0.2
+    gt_labels = torch.randint(num_classes, (num_gts, ), generator=g)
+    gt_labels[0] = gt_labels[1]  # two GTs of one class
+    return logits, boxes, gt_labels, gt_boxes
+
+
+@pytest.mark.parametrize('kwargs', [
+    {}, dict(cost_class=1.5, cost_bbox=3., cost_giou=0.5, alpha=0.4,
+             gamma=1.5)], ids=['defaults', 'custom'])
+def test_cost_terms_equal_the_official_formula(kwargs):
+    """Kills matcher ``cost_terms`` mutants 3-15 (the focal negative term's
+    operators and its 1e-8) and the constructor defaults: the defaults are
+    the official recipe (class 2, L1 5, GIoU 2, alpha 0.25, gamma 2)."""
+    matcher = TASK_UTILS.build(dict(type='CdetrHungarianMatcher', **kwargs))
+    logits, boxes, gt_labels, gt_boxes = random_preds()
+    terms = matcher.cost_terms(logits, boxes, gt_labels, gt_boxes)
+    expected = official_costs(logits, boxes, gt_labels, gt_boxes, **kwargs)
+    assert terms.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(terms[name], expected[name])
+    # The saturated rows are finite (the 1e-8 guards the logs).
+    assert all(torch.isfinite(t).all() for t in terms.values())
+
+
+def test_non_finite_cost_without_image_names_names_the_batch_index():
+    """Kills matcher ``_raise_non_finite`` mutant 11 (``img_names`` used
+    when None)."""
+    matcher = TASK_UTILS.build(dict(type='CdetrHungarianMatcher'))
+    logits = torch.randn(1, 2, 5, 3)
+    logits[0, 1, 2, 0] = float('nan')
+    boxes = torch.rand(1, 2, 5, 4) * 0.5 + 0.2
+    gt_labels = [torch.tensor([0]), torch.tensor([0, 1])]
+    gt_boxes = [torch.rand(1, 4) * 0.5 + 0.2, torch.rand(2, 4) * 0.5 + 0.2]
+    with pytest.raises(ValueError, match=r'for image batch index 1 in '
+                       r"decoder layer 0: cost term\(s\) \['cls'\]"):
+        matcher.match(logits, boxes, gt_labels, gt_boxes)
+
+
+def test_topk_detections_batched_equal_per_image():
+    """Kills head ``topk_detections`` mutant 36 (``expand(+1, ...)``, only
+    right for one image): a batch of two equals its images one by one."""
+    head = build_head(num_classes=3, max_per_img=7)
+    logits, boxes = torch.randn(2, 5, 3), torch.rand(2, 5, 4)
+    batched = head.topk_detections(logits, boxes)
+    for i in range(2):
+        single = head.topk_detections(logits[i:i + 1], boxes[i:i + 1])
+        for b, s in zip(batched, single):
+            torch.testing.assert_close(b[i:i + 1], s)
+
+
+def test_score_threshold_is_strict():
+    """Kills head ``predict_by_feat`` mutant 23 (``>=``): a score equal to
+    ``score_thr`` is dropped, as in mmdet's ``filter_scores_and_topk``."""
+    head = build_head(num_classes=2, score_thr=0.5)
+    logits = torch.full((1, 3, 2), -10.)
+    logits[0, 0, 0] = 0.  # sigmoid(0) == 0.5 exactly: on the threshold
+    logits[0, 1, 1] = 0.1  # just above: kept
+    out = head.predict_by_feat(logits, torch.rand(1, 3, 4),
+                               [dict(img_shape=(10, 10),
+                                     scale_factor=(1., 1.))])[0]
+    assert out.labels.tolist() == [1]
+    assert out.scores.tolist() == [pytest.approx(torch.sigmoid(
+        torch.tensor(0.1)).item())]
+
+
+def test_head_predict_rescales_by_default():
+    """Kills head ``predict`` mutant 1 (``rescale=False`` by default): boxes
+    come back in the original image, divided by ``scale_factor``."""
+    head = build_head(num_classes=3)
+    hidden, refs = torch.randn(2, 1, 4, 32), torch.rand(1, 4, 2)
+    samples = [sample(40, 60, scale=(2., 4.))]
+    default = head.predict(hidden, refs, samples)[0]
+    raw = head.predict(hidden, refs, samples, rescale=False)[0]
+    torch.testing.assert_close(default.bboxes,
+                               raw.bboxes / torch.tensor([2., 4., 2., 4.]))
+    assert not torch.equal(default.bboxes, raw.bboxes)
