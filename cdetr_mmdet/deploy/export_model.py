@@ -65,7 +65,8 @@ class CdetrExportModel(nn.Module):
         feat_mask = feat_mask.flatten(1)  # (bs, h * w)
         memory = detector.encoder(query=feat, query_pos=pos,
                                   key_padding_mask=feat_mask)
-        query_pos = detector.query_embedding.weight[None].expand(
+        # Eval mode: the first query group only (Group DETR).
+        query_pos = detector.object_queries()[None].expand(
             bs, -1, -1)  # (bs, num_queries, d)
         hidden_states, references = detector.decoder(
             query=torch.zeros_like(query_pos), query_pos=query_pos,

@@ -99,6 +99,13 @@ class CdetrTransformerDecoder(BaseModule):
         transform (str): One of :data:`TRANSFORMS`. Defaults to 'diagonal'.
         num_queries (int, optional): Object queries; required by (and only
             allowed with) ``reference='learned'``. Defaults to None.
+        num_groups (int): Group DETR's K, filled in by
+            ``CdetrConditionalDETR`` from its ``group_detr``. In training
+            mode the decoder takes K groups of N queries and each layer's
+            self-attention stays inside a group; in eval mode it takes one
+            group (as the official GroupDETR branch). With
+            ``reference='learned'`` every one of the K * N queries has its
+            own reference point (eval: the first N). Defaults to 1.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
@@ -106,8 +113,13 @@ class CdetrTransformerDecoder(BaseModule):
                  reference: str = 'predicted', spatial_query: str = 'csq',
                  transform: str = 'diagonal',
                  num_queries: Optional[int] = None,
+                 num_groups: int = 1,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError('CdetrTransformerDecoder: num_groups must be an '
+                             f'int >= 1, got {num_groups!r}')
+        self.num_groups = num_groups
         _check_choice('reference', reference, REFERENCES)
         _check_choice('spatial_query', spatial_query, SPATIAL_QUERIES)
         _check_choice('transform', transform, TRANSFORMS)
@@ -143,8 +155,12 @@ class CdetrTransformerDecoder(BaseModule):
             self.ref_point_head = MLP(d, d, 2, 2)
         elif reference == 'learned':
             self.num_queries = num_queries
-            self.ref_point_embed = nn.Embedding(num_queries, 2)
+            self.ref_point_embed = nn.Embedding(num_queries * num_groups, 2)
         self.norm = nn.LayerNorm(d)
+
+    def active_groups(self) -> int:
+        """Groups of the current mode: K in training, 1 in eval (Group DETR)."""
+        return self.num_groups if self.training else 1
 
     def ref_sine_embed(self, reference: Tensor) -> Tensor:
         """Sine embedding of reference points, d / 2 features per axis.
@@ -172,11 +188,15 @@ class CdetrTransformerDecoder(BaseModule):
         bs, num_queries = query_pos.shape[:2]
         if self.reference == 'fixed':  # sigmoid of DETR's unnormalised (0, 0)
             return query_pos.new_full((bs, num_queries, 2), 0.5)
-        if num_queries != self.num_queries:
+        if num_queries != self.num_queries * self.active_groups():
             raise ValueError(f'{num_queries} object queries, but the learned '
                              f'reference points were built for '
-                             f'{self.num_queries} (decoder.num_queries)')
-        return self.ref_point_embed.weight.sigmoid()[None].expand(bs, -1, -1)
+                             f'{self.num_queries} (decoder.num_queries) x '
+                             f'{self.active_groups()} group(s)')
+        weight = self.ref_point_embed.weight  # (K * N, 2)
+        if weight.shape[0] != num_queries:  # eval of Group DETR: group 0
+            weight = weight[:num_queries]
+        return weight.sigmoid()[None].expand(bs, -1, -1)
 
     def apply_transform(self, embed: Tensor, source: Tensor) -> Tensor:
         """``T(source) embed`` with T in the form ``transform``.
@@ -243,13 +263,21 @@ class CdetrTransformerDecoder(BaseModule):
             tuple[Tensor, Tensor]: ``hidden_states``, every layer's normalised
             output, (num_layers, bs, num_queries, d); ``references``, the
             reference points s, (bs, num_queries, 2).
+
+        Raises:
+            ValueError: In training mode with K groups, ``num_queries`` is
+                not a multiple of K.
         """
+        groups = self.active_groups()  # Group DETR: K in training, else 1
+        if query_pos.shape[1] % groups:
+            raise ValueError(f'{query_pos.shape[1]} object queries do not '
+                             f'split into {groups} groups (decoder.num_groups)')
         references = self.reference_points(query_pos)  # (bs, nq, 2)
         ref_sine_embed = self.ref_sine_embed(references)  # (bs, nq, d)
         hidden_states = []
         for layer in self.layers:
             if self.spatial_query == 'csq_i':  # T from the self-attn output
-                c_q = layer.self_attn_block(query, query_pos)
+                c_q = layer.self_attn_block(query, query_pos, groups)
                 query = layer.cross_ffn_block(
                     c_q, memory, query_pos, memory_pos,
                     self.spatial_query_of(layer.is_first, ref_sine_embed, query, c_q),
@@ -257,6 +285,6 @@ class CdetrTransformerDecoder(BaseModule):
             else:
                 query = layer(query, memory, query_pos, memory_pos,
                               self.spatial_query_of(layer.is_first, ref_sine_embed, query),
-                              memory_mask)
+                              memory_mask, groups)
             hidden_states.append(self.norm(query))
         return torch.stack(hidden_states), references

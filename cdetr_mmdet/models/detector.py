@@ -51,7 +51,8 @@ class CdetrConditionalDETR(DETR):
     Config keys: ``encoder`` (kwargs of :class:`CdetrTransformerEncoder`),
     ``decoder`` (a ``MODELS`` config, e.g. ``CdetrTransformerDecoder``),
     ``positional_encoding`` (mmdet ``SinePositionalEncoding``),
-    ``channels_last``, ``frozen_channels_last`` (see below), plus mmdet
+    ``channels_last``, ``frozen_channels_last``, ``group_detr`` (see below),
+    plus mmdet
     ``DETR``'s ``backbone``,
     ``neck``, ``bbox_head``, ``num_queries``, ``train_cfg``, ``test_cfg``,
     ``data_preprocessor``.
@@ -72,11 +73,35 @@ class CdetrConditionalDETR(DETR):
             up. Outputs equal NCHW's up to float rounding. No effect on
             other devices, with ``channels_last=True`` or on backbones
             without ``frozen_stages``/``res_layers``. Defaults to True.
+        group_detr (int): Group DETR's K (Chen et al., arXiv 2207.13085; the
+            official GroupDETR branch's ``--group_detr``): in training, K
+            groups of ``num_queries`` object queries (``query_embedding``
+            has K * N rows), self-attention inside each group, one-to-one
+            matching per group and loss normalisers times K; the reference
+            MLP, decoder layers and head are shared. In eval mode (predict,
+            test, export, attention tools) only the first N rows are used:
+            the same computation as a K = 1 model made of them. Filled into
+            ``decoder.num_groups`` and ``bbox_head.num_groups``. Defaults to
+            1 (Conditional DETR as published). See docs/group_detr.md.
         *args, **kwargs: mmdet ``DETR``'s arguments.
     """
 
     def __init__(self, *args, channels_last: bool = False,
-                 frozen_channels_last: bool = True, **kwargs) -> None:
+                 frozen_channels_last: bool = True, group_detr: int = 1,
+                 **kwargs) -> None:
+        if not isinstance(group_detr, int) or group_detr < 1:
+            raise ValueError(f'group_detr must be an int >= 1, got '
+                             f'{group_detr!r}')
+        for part in ('decoder', 'bbox_head'):
+            if 'num_groups' in (kwargs.get(part) or {}):
+                raise KeyError(f'model.{part}.num_groups must not be set: '
+                               'set model.group_detr, which fills it in')
+        # Read by _init_layers, which mmdet's __init__ calls.
+        self.group_detr = group_detr
+        if group_detr > 1 and kwargs.get('bbox_head') is not None:
+            # The head matches and normalises per group (K = 1: untouched).
+            kwargs['bbox_head'] = dict(kwargs['bbox_head'],
+                                       num_groups=group_detr)
         super().__init__(*args, **kwargs)
         self.channels_last = channels_last
         self.frozen_channels_last = frozen_channels_last
@@ -120,6 +145,8 @@ class CdetrConditionalDETR(DETR):
         if decoder_cfg.get('reference') == 'learned':
             # One free reference point per object query.
             decoder_cfg.setdefault('num_queries', self.num_queries)
+        if self.group_detr > 1:  # grouped self-attention (K = 1: untouched)
+            decoder_cfg['num_groups'] = self.group_detr
         self.decoder = MODELS.build(decoder_cfg)
         self.embed_dims = self.encoder.embed_dims
         if self.decoder.embed_dims != self.embed_dims:
@@ -131,7 +158,9 @@ class CdetrConditionalDETR(DETR):
                 'positional_encoding.num_feats must be embed_dims / 2 = '
                 f'{self.embed_dims // 2}, got '
                 f'{self.positional_encoding.num_feats}')
-        self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
+        # Group DETR: K groups of N object queries, group g in rows g*N..
+        self.query_embedding = nn.Embedding(
+            self.num_queries * self.group_detr, self.embed_dims)
 
     def init_weights(self) -> None:
         """Initialise as the official code does.
@@ -253,6 +282,20 @@ class CdetrConditionalDETR(DETR):
         """
         return self.encoder(feat, feat_pos, feat_mask)
 
+    def object_queries(self) -> Tensor:
+        """The object-query rows the current mode uses.
+
+        Group DETR: all K groups in training, the first group in eval mode
+        (as the official GroupDETR branch); with K = 1 the whole table.
+
+        Returns:
+            Tensor: (K * N, d) in training, (N, d) in eval.
+        """
+        weight = self.query_embedding.weight  # (K * N, d)
+        if self.training or self.group_detr == 1:
+            return weight
+        return weight[:self.num_queries]  # (N, d): group 0
+
     def pre_decoder(self, batch_size: int) -> Tuple[Tensor, Tensor]:
         """Zero content queries and the learnt object queries.
 
@@ -261,10 +304,10 @@ class CdetrConditionalDETR(DETR):
 
         Returns:
             tuple[Tensor, Tensor]: ``query`` (zeros) and ``query_pos``,
-            (bs, num_queries, d) each.
+            (bs, nq, d) each; nq = K * num_queries in training with
+            ``group_detr=K``, num_queries otherwise.
         """
-        query_pos = self.query_embedding.weight[None].expand(batch_size, -1,
-                                                             -1)
+        query_pos = self.object_queries()[None].expand(batch_size, -1, -1)
         return torch.zeros_like(query_pos), query_pos
 
     def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
