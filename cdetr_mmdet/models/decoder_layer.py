@@ -88,14 +88,18 @@ class ConditionalDecoderLayer(nn.Module):
         groups are moved into the batch, (bs, K * N, d) -> (bs * K, N, d),
         rather than masked: no K N x K N attention is formed (the official
         GroupDETR branch does the same with its sequence-first tensors).
-        With ``num_groups=1`` both reshapes keep the shape (no-op views).
+        ``num_groups=1`` takes the ungrouped call itself: even a no-op
+        reshape would add autograd nodes and reorder the gradient sums.
         """
-        bs, num_queries, dims = query.shape
-        grouped = (bs * num_groups, num_queries // num_groups, dims)
-        attn = self.self_attn(query.reshape(grouped),
-                              query_pos.reshape(grouped))  # (bs * K, N, d)
-        return self.norm1(query + self.dropout1(
-            attn.reshape(bs, num_queries, dims)))
+        if num_groups == 1:
+            attn = self.self_attn(query, query_pos)
+        else:
+            bs, num_queries, dims = query.shape
+            grouped = (bs * num_groups, num_queries // num_groups, dims)
+            attn = self.self_attn(query.reshape(grouped),
+                                  query_pos.reshape(grouped)).reshape(
+                                      bs, num_queries, dims)  # from (bs*K, N, d)
+        return self.norm1(query + self.dropout1(attn))
 
     def cross_ffn_block(self, query: Tensor, memory: Tensor, query_pos: Tensor,
                         memory_pos: Tensor, ref_sine_embed: Tensor,
