@@ -18,10 +18,12 @@ from conftest import make_batch, randomize_
 K, N, D = 3, 4, 32  # groups, queries per group, width
 
 
-def build_decoder(num_groups=K, spatial_query='csq'):
+def build_decoder(num_groups=K, spatial_query='csq', **switches):
+    if switches.get('reference') == 'learned':
+        switches['num_queries'] = N
     return MODELS.build(dict(
         type='CdetrTransformerDecoder', num_layers=2, num_groups=num_groups,
-        spatial_query=spatial_query,
+        spatial_query=spatial_query, **switches,
         layer_cfg=dict(embed_dims=D, num_heads=4, feedforward_channels=64,
                        dropout=0.))).train()
 
@@ -67,6 +69,16 @@ def test_self_attention_stays_inside_each_group(spatial_query):
         spatial_query=spatial_query))
     assert own > 1e-2  # the perturbation does reach its own group
     assert others <= 1e-6
+
+
+@pytest.mark.parametrize('switches', [
+    dict(reference='learned'), dict(reference='fixed'),
+    *[dict(spatial_query=q) for q in ('csq_c', 'csq_t', 'csq_p')],
+    *[dict(transform=t) for t in ('identity', 'scalar', 'block', 'full')],
+], ids=lambda s: '-'.join(s.values()))
+def test_every_ablation_switch_keeps_groups_apart(switches):
+    own, others = other_groups_change(build_decoder(**switches))
+    assert own > 1e-2 and others <= 1e-6
 
 
 def test_the_group_test_fails_when_attention_crosses_groups(monkeypatch):
