@@ -100,7 +100,7 @@ def name(entry):
     return f'{entry.__module__}.{entry.__qualname__}'
 before = list(torch.serialization.get_safe_globals())
 import cdetr_mmdet
-from cdetr_mmdet.checkpoint_safety import register_safe_globals
+from cdetr_mmdet.checkpoint.safety import register_safe_globals
 added = list(torch.serialization.get_safe_globals())
 register_safe_globals()  # a second call adds nothing
 assert list(torch.serialization.get_safe_globals()) == added
@@ -120,7 +120,7 @@ def test_allow_list_is_exactly_the_data_only_globals():
                          capture_output=True, text=True, check=True).stdout.split('\n')
     expected = sorted(
         ['mmengine.logging.history_buffer.HistoryBuffer',
-         'builtins.getattr -> cdetr_mmdet.checkpoint_safety._history_buffer_getattr',
+         'builtins.getattr -> cdetr_mmdet.checkpoint.safety._history_buffer_getattr',
          'numpy.ndarray', 'numpy.dtype']
         + [f'numpy.dtypes.{n}' for n in DTYPE_NAMES]
         + [f'numpy.{core}.multiarray.{fn} -> {MULTIARRAY}.{fn}'

@@ -470,8 +470,8 @@ def test_tools_infer_refuses_unsafe_and_mismatching_checkpoints(
             timeout=300)
         assert out.returncode == 1
         last = out.stderr.strip().splitlines()[-1]
-        assert last.startswith(f'cdetr_mmdet.checkpoint_safety.{error}: ' if error.startswith(
-            'Unsafe') else f'cdetr_mmdet.engine.state_dict_check.{error}: '), last
+        assert last.startswith(f'cdetr_mmdet.checkpoint.safety.{error}: ' if error.startswith(
+            'Unsafe') else f'cdetr_mmdet.checkpoint.state_dict_check.{error}: '), last
         if error.startswith('Unsafe'):
             assert f'Refused to load checkpoint {str(ckpt)!r}: it references posix.system' in last
         else:
