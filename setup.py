@@ -18,11 +18,22 @@ def read_version():
     return re.search(r"^__version__ = '([^']+)'", text, re.MULTILINE).group(1)
 
 
+def read_requirements(name):
+    """Requirement lines of requirements/NAME.txt (shared with CI scripts)."""
+    lines = (HERE / 'requirements' / f'{name}.txt').read_text().splitlines()
+    return [line.strip() for line in lines
+            if line.strip() and not line.startswith('#')]
+
+
 setup(
     name='cdetr_mmdet',
     version=read_version(),
     description='Conditional DETR as registered MMDetection 3.x modules',
-    packages=find_packages(include=['cdetr_mmdet', 'cdetr_mmdet.*']),
+    # cdetr_runtime runs exported models without torch/mmcv (docs/deploy.md):
+    # a torch-free install takes it alone, ``pip install --no-deps .`` plus
+    # the ``runtime`` extra's packages (tools/run_runtime_tests.sh).
+    packages=find_packages(include=['cdetr_mmdet', 'cdetr_mmdet.*',
+                                    'cdetr_runtime', 'cdetr_runtime.*']),
     python_requires='>=3.9',
     install_requires=[
         'torch',
@@ -41,6 +52,14 @@ setup(
         # onnxscript is what torch.onnx.export(dynamo=True) needs.
         'deploy': ['onnx>=1.16', 'onnxruntime>=1.18', 'openvino>=2024.0',
                    'onnxscript'],
+        # INT8 post-training quantisation (tools/export_onnx.py --int8).
+        'int8': ['nncf>=2.10'],
+        # cdetr_runtime's own needs (requirements/runtime.txt): OpenCV is the
+        # image library because mmcv resizes with it (Pillow's bilinear gives
+        # other pixels); headless avoids GUI libraries. openvino is optional.
+        'runtime': read_requirements('runtime'),
+        'runtime-openvino': read_requirements('runtime') + [
+            'openvino>=2024.0'],
     },
     zip_safe=False,
 )

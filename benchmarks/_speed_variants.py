@@ -183,9 +183,11 @@ def run_stages(v: Variant, sync: Callable) -> Dict[str, float]:
     def encoder():
         with v.autocast():
             if ours:
-                feat, mask, pos = model.pre_transformer(
-                    _detach(state['feats'][-1]), v.samples)
-                state['enc_out'] = dict(memory=model.forward_encoder(feat, mask, pos))
+                feat = _detach(state['feats'][-1])
+                core = model.transformer
+                feat, mask, pos = core.flatten(
+                    feat, model.padding_mask(feat, v.samples))
+                state['enc_out'] = dict(memory=core.encode(feat, mask, pos))
                 state['dec_in'] = dict(memory_mask=mask, memory_pos=pos)
             else:
                 enc_in, state['dec_in'] = model.pre_transformer(
@@ -197,8 +199,8 @@ def run_stages(v: Variant, sync: Callable) -> Dict[str, float]:
         memory = _detach(state['enc_out']['memory'])
         with v.autocast():
             if ours:
-                query, query_pos = model.pre_decoder(memory.shape[0])
-                hidden_states, references = model.forward_decoder(
+                query, query_pos = model.transformer.object_queries(memory.shape[0])
+                hidden_states, references = model.transformer.decode(
                     query, query_pos, memory, state['dec_in']['memory_mask'],
                     state['dec_in']['memory_pos'])
                 head_in = dict(hidden_states=hidden_states, references=references)

@@ -26,7 +26,7 @@ import _models  # noqa: E402
 
 import cdetr_mmdet.models.attention as attention_module  # noqa: E402
 import cdetr_mmdet.models.encoder as encoder_module  # noqa: E402
-from cdetr_mmdet.models.dropout import CheapDropout  # noqa: E402
+from cdetr_mmdet.speedups.dropout import CheapDropout  # noqa: E402
 
 _CHEAP_ATTENTION = attention_module.attention
 
@@ -62,10 +62,7 @@ def transformer_step(model: nn.Module, feat: torch.Tensor, samples: list) -> Non
     Args:
         feat (Tensor): Neck output, (bs, d, h, w).
     """
-    feat, mask, pos = model.pre_transformer(feat, samples)  # (bs, h*w, d), (bs, h*w), (bs, h*w, d)
-    memory = model.forward_encoder(feat, mask, pos)  # (bs, h*w, d)
-    query, query_pos = model.pre_decoder(memory.shape[0])  # (bs, q, d) each
-    hidden_states, references = model.forward_decoder(query, query_pos, memory, mask, pos)
+    hidden_states, references = model.transformer(feat, model.padding_mask(feat, samples))
     losses = model.bbox_head.loss(hidden_states, references, batch_data_samples=samples)
     model.parse_losses(losses)[0].backward()
     model.zero_grad(set_to_none=True)

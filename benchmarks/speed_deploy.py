@@ -9,7 +9,17 @@ Variants, all with the same random weights (mmdet's, copied into ours):
   hint), ``ours:openvino-fp32``: our detector exported once with
   ``tools/export_onnx.py``'s exporter (dynamic shapes, verified against
   PyTorch), timed on ``runner.infer`` (the graph: model + top-k; the NumPy
-  resize/normalise is not timed, as mmdet's data preprocessor is not).
+  resize/normalise is not timed, as mmdet's data preprocessor is not);
+* ``ours:openvino-int8``, ``ours:onnxruntime-int8``: that export quantised
+  to INT8 with NNCF (``tools/export_onnx.py --int8``'s recipe, calibrated
+  on ``--calib`` random normalised images of the first setting: random
+  weights make accuracy meaningless here, speed is what is measured);
+* on CPUs with bf16 (``avx512_bf16`` or ``amx_bf16`` in the CPU flags):
+  ``ours:openvino-bf16`` (``INFERENCE_PRECISION_HINT`` bf16) and
+  ``ours:bf16`` (PyTorch ``torch.autocast('cpu', torch.bfloat16)``).
+
+The CPU's flags that decide the fast paths (avx2, avx512f, avx512_vnni,
+avx_vnni, avx512_bf16, amx_*) are printed and stored in the JSON.
 
 Each setting (``BxHxW``: batch, height, width) runs every variant ALTERNATELY
 step by step, so load from other processes hits all alike; every variant's
@@ -39,12 +49,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _models  # noqa: E402
 
-from cdetr_mmdet.deploy import build_runner  # noqa: E402
+from cdetr_mmdet.deploy import OpenVINORunner, build_runner  # noqa: E402
 from cdetr_mmdet.deploy.compare import compare_detections  # noqa: E402
 from cdetr_mmdet.deploy.exporter import export_onnx  # noqa: E402
+from cdetr_mmdet.deploy.quantize import quantize_samples  # noqa: E402
 
-VARIANTS = ('mmdet', 'ours', 'ours:onnxruntime', 'ours:openvino',
-            'ours:openvino-fp32')
+# ONNX variants: (graph precision, runner backend, OpenVINO precision hint).
+ONNX_VARIANTS = {
+    'ours:onnxruntime': ('fp32', 'onnxruntime', None),
+    'ours:openvino': ('fp32', 'openvino', None),
+    'ours:openvino-fp32': ('fp32', 'openvino', 'f32'),
+    'ours:openvino-bf16': ('fp32', 'openvino', 'bf16'),
+    'ours:openvino-int8': ('int8', 'openvino', None),
+    'ours:onnxruntime-int8': ('int8', 'onnxruntime', None)}
+BF16_VARIANTS = ('ours:bf16', 'ours:openvino-bf16')
+VARIANTS = ('mmdet', 'ours', 'ours:bf16', *ONNX_VARIANTS)
+FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni',
+                     'avx512_bf16', 'amx_bf16', 'amx_int8', 'amx_tile')
+
+
+def cpu_flags():
+    """The fast-path CPU flags of this machine: {flag: present}."""
+    flags = set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    flags = set(line.split(':', 1)[1].split())
+                    break
+    except OSError:  # not Linux: unknown, reported as absent
+        pass
+    return {flag: flag in flags for flag in FLAGS_OF_INTEREST}
+
+
+def default_variants(flags):
+    """Every variant; the bf16 ones only where the CPU has bf16, the INT8
+    ones only where NNCF is installed (the ``int8`` extra)."""
+    import importlib.util
+    has_bf16 = flags['avx512_bf16'] or flags['amx_bf16']
+    has_nncf = importlib.util.find_spec('nncf') is not None
+    if not has_nncf:
+        print("INT8 rows skipped: nncf is not installed (pip install -e "
+              "'.[int8]')")
+    return [v for v in VARIANTS
+            if (has_bf16 or v not in BF16_VARIANTS)
+            and (has_nncf or not v.endswith('-int8'))]
 
 
 def parse_args(argv=None):
@@ -57,7 +106,11 @@ def parse_args(argv=None):
     parser.add_argument('--steps', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--variants', default=','.join(VARIANTS))
+    parser.add_argument('--variants', default=None,
+                        help='comma-separated; default all (bf16 ones only '
+                        'on CPUs with bf16)')
+    parser.add_argument('--calib', type=int, default=4,
+                        help='calibration inputs of the INT8 variants')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--quick', action='store_true',
                         help='R18, 1 layer, 10 queries, 1x64x96 and 2x64x64, '
@@ -69,7 +122,9 @@ def parse_args(argv=None):
         args.settings, args.steps, args.warmup = '1x64x96,2x64x64', 2, 1
     args.settings = [tuple(int(v) for v in s.lower().split('x'))
                      for s in args.settings.split(',')]
-    args.variants = args.variants.split(',')
+    args.cpu_flags = cpu_flags()
+    args.variants = (args.variants.split(',') if args.variants
+                     else default_variants(args.cpu_flags))
     bad = set(args.variants) - set(VARIANTS)
     if bad:
         parser.error(f'unknown variants {sorted(bad)}; choose from '
@@ -86,6 +141,9 @@ def torch_outputs(samples):
 
 def main(argv=None):
     args = parse_args(argv)
+    print('CPU flags: ' + ', '.join(
+        f'{flag} {"yes" if have else "no"}'
+        for flag, have in args.cpu_flags.items()))
     torch.set_num_threads(args.threads)
     kwargs = dict(depth=args.depth, num_layers=args.layers,
                   num_queries=args.queries)
@@ -99,7 +157,7 @@ def main(argv=None):
     cfg.model = _models.model_cfg('ours', **kwargs)
     runners = {}
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_variants = [v for v in args.variants if ':' in v]
+        onnx_variants = [v for v in args.variants if v in ONNX_VARIANTS]
         if onnx_variants:
             path = os.path.join(tmp, 'model.onnx')
             _, height, width = args.settings[0]
@@ -107,9 +165,26 @@ def main(argv=None):
             export_onnx(models['ours'], cfg, path, (height, width),
                         dynamic=True)
             print(f'export + verification: {time.perf_counter() - start:.1f} s')
+            paths = dict(fp32=path)
+            if any(ONNX_VARIANTS[v][0] == 'int8' for v in onnx_variants):
+                paths['int8'] = os.path.join(tmp, 'model.int8.onnx')
+                rng = np.random.default_rng(args.seed)
+                samples = [dict(inputs=rng.standard_normal(
+                    (1, 3, height, width)).astype(np.float32),
+                    mask=np.zeros((1, height, width), bool))
+                    for _ in range(args.calib)]
+                start = time.perf_counter()
+                quantize_samples(path, paths['int8'], samples)
+                print(f'INT8 quantisation: {time.perf_counter() - start:.1f}'
+                      ' s')
             for name in onnx_variants:
-                runners[name] = build_runner(name.split(':')[1], path, cfg,
-                                             num_threads=args.threads)
+                graph, backend, hint = ONNX_VARIANTS[name]
+                if backend == 'openvino':
+                    runners[name] = OpenVINORunner(
+                        paths[graph], cfg, args.threads, precision=hint)
+                else:
+                    runners[name] = build_runner(backend, paths[graph], cfg,
+                                                 num_threads=args.threads)
         results = {}
         for batch, height, width in args.settings:
             key = f'{batch}x{height}x{width}'
@@ -122,7 +197,9 @@ def main(argv=None):
             def step(name):
                 if name in runners:
                     return runners[name].infer(inputs.numpy(), mask)
-                with torch.no_grad():
+                autocast = torch.autocast('cpu', dtype=torch.bfloat16,
+                                          enabled=name == 'ours:bf16')
+                with torch.no_grad(), autocast:
                     return torch_outputs(models[name.split(':')[0]](
                         inputs, samples, mode='predict'))
 
@@ -166,6 +243,7 @@ def main(argv=None):
                     variants=args.variants,
                     settings=[f'{b}x{h}x{w}' for b, h, w in args.settings]),
         machine=dict(cpu=platform.processor() or platform.machine(),
+                     cpu_flags=args.cpu_flags,
                      logical_cpus=os.cpu_count(),
                      torch=torch.__version__, load_avg=os.getloadavg()),
         openvino_precision=precision, results=results)

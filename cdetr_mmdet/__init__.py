@@ -1,7 +1,7 @@
 """cdetr_mmdet: Conditional DETR as registered MMDetection 3.x modules."""
 from . import data, evaluation  # noqa: F401  (register the dataset, transform, hook, metric)
-from . import engine  # noqa: F401  (registers the backend and wrapper)
-from .checkpoint_safety import register_safe_globals, register_safe_local_loader
+from . import engine  # noqa: F401  (registers the wrappers and hooks)
+from .checkpoint import register_safe_globals, register_safe_local_loader
 from .models import *  # noqa: F401,F403  (registers the modules)
 from .models import __all__ as _models_all
 from .version import __version__

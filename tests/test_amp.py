@@ -9,6 +9,8 @@ from mmdet.registry import MODELS
 from mmengine.optim import build_optim_wrapper
 
 from cdetr_mmdet.engine import CdetrCPUAmpOptimWrapper
+from cdetr_mmdet.speedups.channels_last import frozen_stages_end
+from cdetr_testing import detection_differences
 from conftest import make_batch, randomize_
 
 
@@ -51,15 +53,36 @@ def test_bf16_training_steps_stay_finite(tiny_model_cfg):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-def test_bf16_predict_is_finite(tiny_model_cfg):
+# bf16 keeps 8 significant bits: one rounding moves a value by up to 2^-9 of its magnitude
+# and the outputs are themselves bf16, one unit in the last place (ulp) apart: 2^-8 for
+# scores in [0.5, 1), 0.5 px for boxes in [64, 128) px. Measured on an AVX2 CPU (bf16
+# emulated through fp32): scores 1.8 ulp, boxes 1.5 ulp from fp32; AMX rounds the same
+# inputs and accumulates in fp32 too. 4 ulp leaves room for both; a bf16-only bug of one
+# softmax scale (halved in every attention) moves the boxes 3.3 px, and the test fails.
+BF16_SCORE_ATOL = 4 * 2 ** -8
+BF16_BOX_ATOL = 4 * 0.5  # px, the images are 64x96 and 48x80
+
+
+def test_bf16_predict_matches_fp32(tiny_model_cfg):
+    """The same detections under bf16 autocast as in fp32, paired (not compared by rank: the
+    near-tied scores of random weights reorder), within 4 bf16 ulp."""
     model = MODELS.build(tiny_model_cfg).eval()
     randomize_(model)
     inputs, samples = make_batch()
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        results = model(inputs, samples, mode='predict')
-    for result in results:
-        assert torch.isfinite(result.pred_instances.bboxes).all()
-        assert torch.isfinite(result.pred_instances.scores).all()
+    with torch.no_grad():
+        # predict writes into the data samples it is given: one copy per run.
+        ref = model(inputs, copy.deepcopy(samples), mode='predict')
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(inputs, copy.deepcopy(samples), mode='predict')
+    for r, b in zip(ref, low):
+        r, b = r.pred_instances, b.pred_instances
+        assert r.scores.dtype == torch.float32 and b.scores.dtype == torch.bfloat16
+        assert len(r) == len(b) == 30  # every (query, class) of 10 queries x 3 classes
+        assert torch.isfinite(b.bboxes).all() and torch.isfinite(b.scores).all()
+        score_diff, box_diff = detection_differences(
+            b.scores.float(), b.labels, b.bboxes.float(), r.scores, r.labels, r.bboxes,
+            score_tol=BF16_SCORE_ATOL)
+        assert score_diff <= BF16_SCORE_ATOL and box_diff <= BF16_BOX_ATOL, (score_diff, box_diff)
 
 
 def test_amp_wrapper_refuses_float16(tiny_model_cfg):
@@ -164,4 +187,4 @@ def test_frozen_channels_last_needs_frozen_stages(tiny_model_cfg):
     model.extract_feat(make_batch()[0])
     assert formats == [('layer1', False), ('layer2', False),
                        ('layer4', False)]
-    assert model._frozen_stages_end() is model.backbone.maxpool
+    assert frozen_stages_end(model.backbone) is model.backbone.maxpool

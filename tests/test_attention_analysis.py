@@ -135,6 +135,40 @@ def test_analysis_leaves_model_unchanged():
         assert torch.equal(v, state[k]), k
 
 
+@pytest.mark.parametrize('fault', ['forward', 'skipped_layer', 'registration'])
+def test_hooks_are_removed_on_error(fault, monkeypatch):
+    """Whatever fails (the forward, a layer that skips its cross-attention, registering the
+    second layer's hook), the error reaches the caller and no hook stays on the model."""
+    model = build('conditional')
+    inputs, samples = make_batch(SIZES, num_classes=4)
+    hooks = _hooks(model)
+    layers = model.decoder.layers
+    if fault == 'forward':
+        def broken(*args, **kwargs):
+            raise ZeroDivisionError('broken head')
+        monkeypatch.setattr(model.bbox_head, 'forward', broken)
+        error, match = ZeroDivisionError, 'broken head'
+    elif fault == 'skipped_layer':
+        monkeypatch.setattr(layers[1], 'cross_attn', layers[1].cross_attn)
+        real = layers[1].forward
+
+        def without_cross_attn(*args, **kwargs):
+            cross_attn = layers[1].cross_attn
+            cross_attn._forward_pre_hooks.clear()  # as if the layer never called it
+            return real(*args, **kwargs)
+        monkeypatch.setattr(layers[1], 'forward', without_cross_attn)
+        error, match = RuntimeError, ('Some decoder layers did not call their '
+                                      'cross-attention during the forward')
+    else:
+        def refuse(*args, **kwargs):
+            raise RuntimeError('cannot register')
+        monkeypatch.setattr(layers[1].cross_attn, 'register_forward_pre_hook', refuse)
+        error, match = RuntimeError, 'cannot register'
+    with pytest.raises(error, match=match):
+        analyze_cross_attention(model, inputs, samples)
+    assert _hooks(model) == hooks
+
+
 def test_training_mode_is_refused():
     model = build('conditional').train()
     inputs, samples = make_batch(SIZES, num_classes=4)
@@ -217,7 +251,7 @@ def test_box_regions():
 
 
 def test_best_f1_threshold(tmp_path):
-    from cdetr_mmdet.analysis.detections import best_f1_threshold, stats_at, threshold_table
+    from tools.demo_pictures import best_f1_threshold, stats_at, threshold_table
     ann = dict(images=[dict(id=1, file_name='a.png')], categories=[dict(id=1, name='x')],
                annotations=[dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 10, 10]),
                             dict(id=2, image_id=1, category_id=1, bbox=[50, 50, 10, 10])])

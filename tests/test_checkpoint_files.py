@@ -17,10 +17,10 @@ import torch
 from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import _load_checkpoint, find_latest_checkpoint
 
-from cdetr_mmdet.checkpoint_safety import UnsafeCheckpointError
+from cdetr_mmdet.checkpoint.safety import UnsafeCheckpointError
 from cdetr_mmdet.engine import (AtomicLocalBackend, CheckpointMismatchError,
                                 match_state_dict)
-from cdetr_mmdet.engine.checkpoint_hook import repair_last_checkpoint
+from cdetr_mmdet.checkpoint.checkpoint_hook import repair_last_checkpoint
 from conftest import ROOT
 
 
@@ -67,7 +67,7 @@ def test_full_disk_mid_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 
 KILLED_SAVE = r'''
 import os, signal, sys
-from cdetr_mmdet.engine.atomic_backend import AtomicLocalBackend
+from cdetr_mmdet.checkpoint.atomic_backend import AtomicLocalBackend
 def killed(fd):  # the data is written, the rename has not happened yet
     os.kill(os.getpid(), signal.SIGKILL)
 os.fsync = killed

@@ -1,4 +1,4 @@
-"""Weights-only loading of mmengine checkpoints (checkpoint_safety.py).
+"""Weights-only loading of mmengine checkpoints (cdetr_mmdet/checkpoint/safety.py).
 
 torch >= 2.6 loads with ``weights_only=True`` by default and mmengine 0.10.7
 does not pass ``weights_only``: these tests check that checkpoints mmengine
@@ -27,7 +27,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.visualization import Visualizer
 
-from cdetr_mmdet.checkpoint_safety import (UnsafeCheckpointError,
+from cdetr_mmdet.checkpoint.safety import (UnsafeCheckpointError,
                                            register_safe_globals,
                                            safe_torch_load)
 
@@ -92,11 +92,42 @@ class RunsCodeOnLoad:
         return self.reducer, self.args
 
 
-def test_register_is_idempotent():
-    register_safe_globals()
-    before = len(torch.serialization.get_safe_globals())
-    register_safe_globals()
-    assert len(torch.serialization.get_safe_globals()) == before
+ALLOW_LIST_SCRIPT = r'''
+import torch
+def name(entry):
+    if isinstance(entry, tuple):  # (function, the name it is allowed under)
+        return f'{entry[1]} -> {entry[0].__module__}.{entry[0].__qualname__}'
+    return f'{entry.__module__}.{entry.__qualname__}'
+before = list(torch.serialization.get_safe_globals())
+import cdetr_mmdet
+from cdetr_mmdet.checkpoint.safety import register_safe_globals
+added = list(torch.serialization.get_safe_globals())
+register_safe_globals()  # a second call adds nothing
+assert list(torch.serialization.get_safe_globals()) == added
+# torch registers globals of its own (torch._dynamo ...) as mmdet imports it: not ours.
+ours = sorted(set(map(name, added)) - set(map(name, before)))
+print('\n'.join(n for n in ours if not n.startswith('torch.')))
+'''
+DTYPE_NAMES = sorted({type(np.dtype(code)).__name__ for code in
+                      '?' + np.typecodes['AllInteger'] + np.typecodes['AllFloat']})
+MULTIARRAY = 'numpy._core.multiarray' if hasattr(np, '_core') else 'numpy.core.multiarray'
+
+
+def test_allow_list_is_exactly_the_data_only_globals():
+    """`import cdetr_mmdet` adds these globals and nothing else (no real `getattr`, no object,
+    string, void or datetime dtype); a second `register_safe_globals()` adds nothing."""
+    out = subprocess.run([sys.executable, '-c', ALLOW_LIST_SCRIPT], cwd=REPO_ROOT,
+                         capture_output=True, text=True, check=True).stdout.split('\n')
+    expected = sorted(
+        ['mmengine.logging.history_buffer.HistoryBuffer',
+         'builtins.getattr -> cdetr_mmdet.checkpoint.safety._history_buffer_getattr',
+         'numpy.ndarray', 'numpy.dtype']
+        + [f'numpy.dtypes.{n}' for n in DTYPE_NAMES]
+        + [f'numpy.{core}.multiarray.{fn} -> {MULTIARRAY}.{fn}'
+           for core in ('_core', 'core') for fn in ('_reconstruct', 'scalar')])
+    assert [line for line in out if line] == expected
+    assert {'BoolDType', 'Float64DType', 'Int64DType', 'Complex128DType'} <= set(DTYPE_NAMES)
+    assert not {'ObjectDType', 'StrDType', 'VoidDType', 'DateTime64DType'} & set(DTYPE_NAMES)
 
 
 def test_import_registers_allow_list():

@@ -8,7 +8,7 @@ that lists all of them.
 import pytest
 import torch
 
-from cdetr_mmdet.checkpoint_safety import UnsafeCheckpointError
+from cdetr_mmdet.checkpoint.safety import UnsafeCheckpointError
 from cdetr_mmdet.convert import (CheckpointMismatchError, build_target_model,
                                  convert_checkpoint, convert_state_dict,
                                  load_source_state_dict)

@@ -21,6 +21,7 @@ from cdetr_mmdet.convert import (COCO_CATEGORY_IDS, DEFAULT_CONFIG,
                                  build_target_model, convert_checkpoint,
                                  convert_state_dict)
 from cdetr_testing import expand_to_category_rows, ours_to_official, randomize_
+from conftest import ROOT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TSV = (Path(__file__).parent / 'data' /
@@ -89,6 +90,36 @@ def test_r50_every_key_used_and_params_exact(official_r50, tmp_path):
     back = ours_to_official(loaded)
     assert set(back) == set(official_r50)
     for key, value in official_r50.items():
+        assert torch.equal(back[key], value), key
+
+
+@pytest.mark.parametrize('name', ['r50_dc5', 'r101', 'r101_dc5'])
+def test_dc5_and_r101_every_key_used_and_params_exact(name, tmp_path):
+    """The other official checkpoints: DC5 keeps R50's keys and shapes (dilation has no
+    weights); R101's layer3 has 23 blocks (6-22 shaped as 1-5). Converted with their configs,
+    loaded strictly by mmdet's init_detector, and back to the same official tensors."""
+    shapes = official_shapes()
+    if name.startswith('r101'):
+        block = {k[len('backbone.0.body.layer3.1.'):]: v for k, v in shapes.items()
+                 if k.startswith('backbone.0.body.layer3.1.')}
+        for i in range(6, 23):
+            shapes.update({f'backbone.0.body.layer3.{i}.{k}': v for k, v in block.items()})
+    official = {key: torch.arange(torch.Size(shape).numel(), dtype=torch.float32).reshape(shape)
+                / torch.Size(shape).numel() + index
+                for index, (key, shape) in enumerate(shapes.items())}
+    src, dst = tmp_path / 'official.pth', tmp_path / 'ours.pth'
+    torch.save({'model': official}, src)
+    cfg = Config.fromfile(str(ROOT / 'configs' / f'conditional_detr_{name}_50e.py'))
+    cfg.model.backbone.init_cfg = None
+    cfg.model.bbox_head.num_classes = 91
+    convert_checkpoint(src, dst, 'official', keep_91=True, config=cfg)
+    model = init_detector(cfg, str(dst), device='cpu')
+    loaded = model.state_dict()
+    assert sum(k.startswith('backbone.layer3.') and k.endswith('conv1.weight')
+               for k in loaded) == (23 if name.startswith('r101') else 6)
+    back = ours_to_official(loaded)
+    assert set(back) == set(official)
+    for key, value in official.items():
         assert torch.equal(back[key], value), key
 
 

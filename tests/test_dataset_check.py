@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -201,6 +202,32 @@ def test_missing_empty_and_unreadable_images_are_each_named(tmp_path):
         f"in the listed size): {img / '3.png'} is 48x64, listed 64x48"]
 
 
+def test_all_images_missing_and_filtered_empty_images_are_reported(tmp_path):
+    """docs/reliability.md data rows 13 (all missing: the data_root hint) and 17 (images
+    without annotations are skipped under filter_empty_gt=True, kept otherwise)."""
+    write_set(tmp_path, GOOD, sizes=((64, 48),) * 4)
+    report = check_split(spec(tmp_path, filter_empty_gt=True), stride=16)
+    assert '2 of 4 images have no annotation (skipped: filter_empty_gt=True), e.g. 2.png, 3.png' \
+        in report.format()
+    report = check_split(spec(tmp_path, filter_empty_gt=True, test_mode=True), stride=16)
+    assert '2 of 4 images have no annotation (kept as background-only images)' in report.format()
+    for i in range(4):
+        (tmp_path / 'img' / f'{i}.png').unlink()
+    report = check_split(spec(tmp_path), stride=16)
+    img = tmp_path / 'img'
+    assert report.errors == [
+        f"4 of 4 images listed in 'images' do not exist (none found: check data_root and "
+        f"data_prefix.img, now {str(img)!r}): {img / '0.png'}; {img / '1.png'}; "
+        f"{img / '2.png'}, ..."]  # the first 3, the count at the start
+
+
+def test_small_box_fraction_sets_when_the_warning_fires(tmp_path):
+    """docs/reliability.md data row 18: the warning fires above small_box_fraction only."""
+    write_set(tmp_path, [(0, 1, [1, 1, 10, 10]), (0, 2, [20, 10, 12, 8]), (1, 1, [5, 5, 40, 40])])
+    assert check_split(spec(tmp_path), stride=16, small_box_fraction=0.5).warnings
+    assert not check_split(spec(tmp_path), stride=16, small_box_fraction=0.7).warnings
+
+
 def test_small_boxes_against_the_measured_stride(tmp_path):
     cfg = Config.fromfile(str(ROOT / 'configs' / 'conditional_detr_r50_dc5_50e.py'))
     cfg.model.backbone.depth, cfg.model.neck.in_channels = 18, [512]  # same strides, faster
@@ -302,9 +329,10 @@ def test_training_stops_before_the_first_iteration_and_the_switch(tmp_path):
     cfg = tiny_cfg(tmp_path / 'data')
     cfg.merge_from_dict({'dataset_check.enabled': False})  # the one switch
     runner, counter = train_runner(cfg, tmp_path / 'off')
-    with pytest.raises(Exception) as info:  # mmcv/OpenCV's own error, which names no file
+    # mmcv's own error (OpenCV decoding 0 bytes), which names no file.
+    with pytest.raises(cv2.error, match=re.escape('(-215:Assertion failed) !buf.empty()')) as info:
         runner.train()
-    assert not isinstance(info.value, DatasetError) and '1.png' not in str(info.value)
+    assert '1.png' not in str(info.value)
 
 
 def test_check_dataset_tool(tmp_path, capsys):
@@ -327,3 +355,32 @@ def test_check_dataset_tool(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ERROR: " in out and "'dgo' not found (closest: ['dog'])" in out
     assert out.rstrip().endswith('2 split(s): 1 error(s), 0 warning(s)')  # val: resized x2
+
+
+def test_tools_test_stops_on_a_broken_test_set(tmp_path):
+    """The check at the start of tools/test.py (reliability.md: `test` for tools/test.py):
+    a missing test image stops it with exit code 1 and the DatasetError, no evaluation."""
+    import subprocess
+    import sys
+
+    from mmdet.registry import MODELS
+    write_set(tmp_path / 'data', GOOD)
+    (tmp_path / 'data' / 'img' / '1.png').unlink()
+    cfg = tiny_cfg(tmp_path / 'data')
+    cfg.dump(str(tmp_path / 'config.py'))
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict(), meta=dict()),
+               tmp_path / 'model.pth')
+    out = subprocess.run(
+        [sys.executable, 'tools/test.py', str(tmp_path / 'config.py'), str(tmp_path / 'model.pth'),
+         '--work-dir', str(tmp_path / 'work')], cwd=ROOT, capture_output=True, text=True,
+        timeout=300)
+    assert out.returncode == 1
+    log = out.stdout + out.stderr
+    # The run's own error (only the test split is checked): its last two lines.
+    assert out.stderr.strip().splitlines()[-2:] == [
+        'cdetr_mmdet.data.coco_api.DatasetError: dataset check failed (python '
+        'tools/check_dataset.py CONFIG prints the full report; dataset_check=dict(enabled=False) '
+        'turns the check off):',
+        f"  test: 1 of 2 images listed in 'images' do not exist: "
+        f"{tmp_path / 'data' / 'img' / '1.png'}"]
+    assert 'Average Precision' not in log

@@ -1,4 +1,5 @@
 """Detector-level invariants, parameter count and registry hygiene."""
+import math
 import subprocess
 import sys
 
@@ -44,16 +45,39 @@ def test_r50_parameter_count_outside_backbone_with_91_classes():
 
 
 def test_init_follows_the_official_recipe(tiny_model_cfg):
+    """The official init, told apart from mmdet's default one (``DETR.init_weights`` +
+    ``ConvModule``'s kaiming init + a random last box layer): neck convs keep PyTorch's
+    ``Conv2d`` init (kaiming-uniform a=sqrt(5): |w|, |b| <= 1/sqrt(fan_in), bias non-zero;
+    mmcv's kaiming-normal has std sqrt(2/fan_out) and a zero bias), the last box layer is
+    zero, the class bias is the focal prior and every transformer matrix is xavier-uniform
+    (reaching past PyTorch's default bound 1/sqrt(fan_in) where that is < 0.9 x xavier's)."""
+    torch.manual_seed(0)
     model = MODELS.build(tiny_model_cfg)
     model.init_weights()
     head = model.bbox_head
     assert torch.all(head.fc_reg.layers[-1].weight == 0)
-    assert torch.allclose(head.fc_cls.bias, torch.tensor(-4.59512))
+    assert torch.all(head.fc_reg.layers[-1].bias == 0)
+    torch.testing.assert_close(head.fc_cls.bias, torch.full((3, ), -math.log(99)))
+    convs = [m for m in model.neck.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs
+    for conv in convs:
+        bound = 1 / math.sqrt(conv.weight[0].numel())  # fan_in = in_channels * k * k
+        assert conv.weight.abs().max() <= bound and conv.bias.abs().max() <= bound
+        assert conv.weight.abs().max() > 0.9 * bound and conv.bias.abs().min() > 0
     # Out-projection biases of the decoder attentions start at zero.
     assert torch.all(model.decoder.layers[0].cross_attn.out_proj.bias == 0)
-    # Xavier-uniform bound for a square d x d matrix: sqrt(6 / (2 d)).
-    weight = model.decoder.layers[1].cross_attn.qpos_sine_proj.weight
-    assert weight.abs().max() <= (6 / (2 * 64))**.5
+    distinguished = 0
+    for name, p in [*model.encoder.named_parameters(), *model.decoder.named_parameters()]:
+        if p.dim() < 2:
+            continue
+        fan_out, fan_in = p.shape[0], p[0].numel()
+        xavier = math.sqrt(6 / (fan_in + fan_out))
+        assert p.abs().max() <= xavier, name
+        if p.numel() >= 256 and 1 / math.sqrt(fan_in) < 0.9 * xavier:
+            # P(max < 0.9 x bound) = 0.9 ** numel < 2e-12 for a uniform draw.
+            assert p.abs().max() > 0.9 * xavier, name
+            distinguished += 1
+    assert distinguished >= 10
 
 
 def test_training_step_uses_every_parameter(tiny_model_cfg):

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from cdetr_mmdet.models.attention import (ConditionalCrossAttention,
                                           ConditionalSelfAttention, attention)
 from cdetr_mmdet.models.decoder_layer import ConditionalDecoderLayer
-from cdetr_mmdet.models.dropout import (CheapDropout, drop_mask, dropout,
-                                        keep_scale_mask, random_bits)
 from cdetr_mmdet.models.encoder import EncoderLayer
+from cdetr_mmdet.speedups.dropout import (CheapDropout, drop_mask, dropout,
+                                          keep_scale_mask, random_bits)
 
 P = 0.1
 

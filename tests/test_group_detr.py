@@ -263,8 +263,8 @@ def test_learned_reference_points_per_query_row(tiny_model_cfg):
     n = model.num_queries
     assert model.decoder.ref_point_embed.weight.shape == (K * n, 2)
     query_pos = model.query_embedding.weight[None]
-    assert model.decoder.train().reference_points(query_pos).shape[1] == K * n
-    refs = model.decoder.eval().reference_points(query_pos[:, :n])
+    assert model.decoder.train().reference_source(query_pos).shape[1] == K * n
+    refs = model.decoder.eval().reference_source(query_pos[:, :n])
     torch.testing.assert_close(
         refs[0], model.decoder.ref_point_embed.weight[:n].sigmoid())
 
@@ -293,3 +293,22 @@ def test_bf16_autocast_training_step_with_groups(tiny_model_cfg):
     assert torch.isfinite(total)
     total.backward()
     assert (model.query_embedding.weight.grad.abs().sum(1) > 0).all()
+
+
+def test_core_object_queries_k_groups_in_training_first_group_in_eval(
+        tiny_model_cfg):
+    """The core (ConditionalDETRTransformer) owns the K * N rows and picks
+    the current mode's: all in training, group 0 in eval (K = 1: all)."""
+    model = group_model(tiny_model_cfg)
+    core, n = model.transformer, model.num_queries
+    assert core.num_groups == K
+    assert core.query_embedding is model.query_embedding
+    weight = model.query_embedding.weight
+    _, query_pos = core.object_queries(2)  # model in training mode
+    assert query_pos.shape == (2, K * n, weight.shape[1])
+    assert torch.equal(query_pos[1], weight)
+    model.eval()
+    query, query_pos = core.object_queries(2)
+    assert query_pos.shape == (2, n, weight.shape[1])
+    assert torch.equal(query_pos[0], weight[:n])
+    assert torch.equal(query, torch.zeros_like(query_pos))

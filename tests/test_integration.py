@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -104,20 +105,58 @@ def test_resume_restores_iteration_and_optimizer(trained, data_root,
     assert len(recorder.losses) == 2
 
 
-def test_tools_test_evaluates_with_coco_metric(trained, tmp_path):
-    """The same mAP with --optimize (batch norms folded, channels-last)."""
+def test_tools_test_evaluates_with_coco_metric(trained, data_root, tmp_path):
+    """tools/test.py prints the COCO AP of the detections it wrote: pycocotools on its
+    results file gives the same mAP / AP50 / AP75 (a broken evaluation that reads 0 or
+    another file fails here even when the model is too young to score), every val image
+    has its max_per_img=20 detections, the written classes and scores are those of our
+    inference API on each image with labels mapped to COCO ids by name, and --optimize (batch norms folded, channels-last)
+    gives the same mAP."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
     work_dir, _ = trained
+    gt = COCO(str(data_root / 'annotations' / 'instances_val.json'))
+    # The oracle: our own inference on each val image, labels mapped to COCO ids by name.
+    from cdetr_mmdet.apis import inference_detector, init_detector
+    model = init_detector(str(work_dir / 'config.py'), str(work_dir / 'iter_40.pth'),
+                          device='cpu')
+    cat_id = {gt.loadCats(i)[0]['name']: i for i in gt.getCatIds()}
+    classes = model.dataset_meta['classes']
+    expected = {}
+    for image_id in gt.getImgIds():
+        path = data_root / 'val' / gt.loadImgs(image_id)[0]['file_name']
+        pred = inference_detector(model, str(path)).pred_instances
+        expected[image_id] = sorted(
+            (cat_id[classes[label]], float(score))
+            for label, score in zip(pred.labels.tolist(), pred.scores.tolist()))
     maps = {}
     for flags in ([], ['--optimize']):
+        prefix = tmp_path / f'results{len(flags)}'
         out = subprocess.run(
             [sys.executable, 'tools/test.py', str(work_dir / 'config.py'),
-             str(work_dir / 'iter_40.pth'), '--work-dir', str(tmp_path), *flags],
+             str(work_dir / 'iter_40.pth'), '--work-dir', str(tmp_path), *flags,
+             '--cfg-options', f'test_evaluator.outfile_prefix={prefix}'],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
         log = out.stdout + out.stderr
         assert out.returncode == 0, out.stderr[-3000:]
-        assert 'Average Precision' in log
         assert ('batch norms folded into the convolutions, backbone channels-last' in log) == bool(flags)
-        maps[bool(flags)] = re.search(r'coco/bbox_mAP: ([0-9.]+)', log).group(1)
+        printed = {key: float(re.search(rf'coco/bbox_{key}: ([0-9.]+)', log).group(1))
+                   for key in ('mAP', 'mAP_50', 'mAP_75')}
+        results = json.loads(Path(f'{prefix}.bbox.json').read_text())
+        assert sorted(d['image_id'] for d in results) == sorted(gt.getImgIds() * 20)
+        for image_id, dets in expected.items():  # batched with padding vs alone: 1e-4
+            got = sorted((d['category_id'], d['score']) for d in results
+                         if d['image_id'] == image_id)
+            assert [c for c, _ in got] == [c for c, _ in dets]
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in dets],
+                                       rtol=0, atol=1e-4)
+        evaluation = COCOeval(gt, gt.loadRes(results), 'bbox')
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+        assert printed == {key: round(float(evaluation.stats[i]), 3)
+                           for i, key in enumerate(('mAP', 'mAP_50', 'mAP_75'))}
+        maps[bool(flags)] = printed
     assert maps[True] == maps[False]
 
 
@@ -182,8 +221,10 @@ def test_dist_train_with_two_cpu_processes(data_root, tmp_path):
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / 'work' / 'iter_4.pth').is_file()
-    assert 'world_size: 2' in out.stdout + out.stderr or \
-        'Distributed launcher: pytorch' in out.stdout + out.stderr
+    # The runner's own record of its process group (mmengine's runtime environment block,
+    # from get_dist_info() after setup_cpu_distributed): 2 processes, one gloo DDP run.
+    assert re.search(r'Distributed launcher: pytorch\s+Distributed training: True\s+'
+                     r'GPU number: 2\n', out.stdout + out.stderr), out.stdout[-3000:]
 
 
 def test_train_tool_amp_on_cpu_uses_bf16_wrapper(data_root, tmp_path):

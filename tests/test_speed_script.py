@@ -1,5 +1,6 @@
 """Smoke tests of ``benchmarks/speed.py`` with a tiny setting (no timing checks)."""
 import json
+import statistics
 import subprocess
 import sys
 
@@ -35,9 +36,14 @@ def test_speed_script_writes_the_expected_json(tmp_path):
     for name in VARIANTS:
         res = result['variants'][name]
         for key in ('train', 'infer'):
-            assert res[key]['n'] == 2
-            assert res[key]['min'] <= res[key]['median'] <= res[key]['max']
+            values = res[key]['values']  # the 2 timed steps, warm-up left out
+            assert len(values) == res[key]['n'] == 2 and all(v > 0 for v in values)
+            assert (res[key]['min'], res[key]['median'], res[key]['max']) == (
+                min(values), statistics.median(values), max(values))
             assert res[key]['first_s'] > 0  # the first warm-up step
+            for ref in ('mmdet', 'hf'):  # ratios of medians, each against its reference
+                assert result['ratios'][ref][name][key] == pytest.approx(
+                    res[key]['median'] / result['variants'][ref][key]['median'], rel=1e-12)
         assert 'memory' not in res  # measured in the next test
         if name.startswith('hf'):
             assert 'breakdown' not in res

@@ -72,6 +72,9 @@ def run_tool(name, args, monkeypatch, tmp_path, config_text=TOOL_CONFIG):
     """Run ``tools/<name>`` in-process on a stub config; returns the runner."""
     config = tmp_path / 'cfg.py'
     config.write_text(config_text)
+    # As ``python tools/<name>`` does: the script's folder on sys.path (its
+    # sibling tools/run_args.py).
+    monkeypatch.syspath_prepend(str(REPO_ROOT / 'tools'))
     spec = importlib.util.spec_from_file_location(
         f'{name[:-3]}_tool', REPO_ROOT / 'tools' / name)
     module = importlib.util.module_from_spec(spec)

@@ -18,7 +18,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from cdetr_mmdet.checkpoint_safety import UnsafeCheckpointError
+from cdetr_mmdet.checkpoint.safety import UnsafeCheckpointError
 from cdetr_mmdet.convert import (DEFAULT_CONFIG, SOURCES,
                                  CheckpointMismatchError, convert_checkpoint)
 

@@ -114,7 +114,7 @@ def visualise(config: Path, checkpoint: str, images: List[str], ann_file: str, o
     from mmdet.apis import inference_detector
 
     from cdetr_mmdet.apis import init_detector  # strict weight loading
-    from cdetr_mmdet.analysis.detections import (best_class_per_box, draw_gt_and_prediction,
+    from demo_pictures import (best_class_per_box, draw_gt_and_prediction,
                                                  gt_of_image)
     model = init_detector(str(config), checkpoint, device='cpu')
     classes = model.dataset_meta['classes']
@@ -148,7 +148,7 @@ def draw_attention(config: Path, checkpoint: str, images: List[str], out_dir: Pa
 
 def choose_score_thr(results_file: Path, ann_file: str) -> Dict:
     """The drawing threshold with the best F1 (IoU 0.5) on the val detections, and its stats."""
-    from cdetr_mmdet.analysis.detections import best_f1_threshold, stats_at, threshold_table
+    from demo_pictures import best_f1_threshold, stats_at, threshold_table
     table = threshold_table(str(results_file), ann_file)
     return dict(best_f1_threshold(table), at_0_3=stats_at(table, 0.3))
 

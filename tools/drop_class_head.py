@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cdetr_mmdet.checkpoint_safety import safe_torch_load
+from cdetr_mmdet.checkpoint.safety import safe_torch_load
 from cdetr_mmdet.engine import AtomicLocalBackend
 
 CLASS_HEAD_PREFIX = 'bbox_head.fc_cls.'

@@ -3,13 +3,17 @@
     python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--dynamic]
         [--shape H W] [--batch N] [--opset 17] [--max-per-img K]
         [--exporter torchscript|dynamo]
+        [--int8 [--calib N] [--calib-dir DIR] [--int8-out OUT.int8.onnx]
+         [--keep-float REGEX ...] [--no-smooth-quant]]
 
 The graph takes a normalised, zero-padded batch ``inputs`` (bs, 3, H, W)
 float32 and its padding mask ``mask`` (bs, H, W) bool (True at padding) and
 returns the top-k ``scores`` (bs, k), ``labels`` (bs, k) and ``boxes``
 (bs, k, 4) xyxy in input pixels. The file is checked with onnx.checker, run
 with ONNX Runtime against PyTorch on new inputs (the differences are
-printed) and written only if they match. See docs/deploy.md.
+printed) and written only if they match. With ``--int8`` the verified
+file is then quantised with NNCF (INT8 QDQ, calibrated on N images of the
+config's val set or of a folder) into OUT.int8.onnx. See docs/deploy.md.
 """
 import argparse
 import sys
@@ -53,6 +57,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'or the torch.export-based exporter')
     parser.add_argument('--tol', type=float, default=1e-4,
                         help='max score / normalised box difference allowed')
+    int8 = parser.add_argument_group('INT8 post-training quantisation (NNCF)')
+    int8.add_argument('--int8', action='store_true',
+                      help='also write an INT8 (QDQ) model, calibrated')
+    int8.add_argument('--calib', type=int, default=100, metavar='N',
+                      help='calibration images (default 100): the first N '
+                      "of the config's val_dataloader set, or of --calib-dir")
+    int8.add_argument('--calib-dir', default=None,
+                      help='take the calibration images from this folder')
+    int8.add_argument('--int8-out', default=None,
+                      help='INT8 file (default: OUT with .int8.onnx)')
+    int8.add_argument('--keep-float', nargs='*', default=None,
+                      metavar='REGEX', help='node-name regexes kept in float '
+                      '(default: the measured choice, see docs/deploy.md; '
+                      'give none to quantise everything)')
+    int8.add_argument('--no-smooth-quant', action='store_true',
+                      help="disable NNCF's SmoothQuant")
     return parser.parse_args(argv)
 
 
@@ -64,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from cdetr_mmdet.deploy.exporter import ExportMismatchError, export_onnx
     from cdetr_mmdet.deploy.requirements import import_optional
-    for name in ('onnx', 'onnxruntime'):
+    for name in ('onnx', 'onnxruntime') + (('nncf', ) if args.int8 else ()):
         import_optional(name)  # fail before loading the model
     cfg = Config.fromfile(args.config)
     detector = init_detector(cfg, args.checkpoint, device='cpu')
@@ -83,6 +103,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ExportMismatchError as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
+    if args.int8:
+        from cdetr_mmdet.deploy.quantize import (DEFAULT_FLOAT_PATTERNS,
+                                                 calibration_images,
+                                                 int8_path, quantize_int8)
+        images = calibration_images(cfg, args.calib, args.calib_dir)
+        quantize_int8(args.out, args.int8_out or int8_path(args.out), images,
+                      DEFAULT_FLOAT_PATTERNS if args.keep_float is None
+                      else args.keep_float,
+                      smooth_quant=not args.no_smooth_quant)
     return 0
 
 

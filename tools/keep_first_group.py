@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cdetr_mmdet.checkpoint_safety import safe_torch_load
-from cdetr_mmdet.convert.query_groups import keep_first_group
+from cdetr_mmdet.checkpoint.query_groups import keep_first_group
 from cdetr_mmdet.engine import AtomicLocalBackend
 
 

@@ -14,8 +14,8 @@ from mmengine import ConfigDict
 from mmengine.runner import Runner
 
 import cdetr_mmdet  # noqa: F401  (registers our modules and safe globals)
-from cdetr_mmdet.engine import (add_run_arguments, load_run_config,
-                                parse_run_args)
+from cdetr_mmdet.engine import load_run_config
+from run_args import add_run_arguments, parse_run_args
 
 
 def parse_args():

@@ -3,6 +3,7 @@
     python tools/test_deployed.py CONFIG MODEL.onnx
         --backend onnxruntime|openvino|openvino-fp32 [--batch-size N]
         [--threads N] [--limit N] [--out metrics.json] [--checkpoint CKPT]
+        [--classwise] [--runtime]
 
 Reads the config's test set (``test_dataloader.dataset``) and evaluator
 (``test_evaluator``, e.g. mmdet's ``CocoMetric``); images are loaded,
@@ -38,10 +39,42 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='run only the first N images (a smoke run: the '
                         'AP still counts the other images\' objects as missed)')
     parser.add_argument('--out', help='write the metrics here (JSON)')
+    parser.add_argument('--runtime', action='store_true',
+                        help='run the torch-free cdetr_runtime.Detector (the '
+                        "file's own metadata, one image per run) instead of "
+                        'the config-based runner; openvino-fp32 = its '
+                        'openvino backend with precision f32')
+    parser.add_argument('--classwise', action='store_true',
+                        help='per-class AP table (CocoMetric classwise=True)')
     parser.add_argument('--checkpoint', default=None,
                         help='also run this PyTorch checkpoint on the same '
                         'batches and report the detection differences')
     return parser.parse_args(argv)
+
+
+class RuntimeAdapter:
+    """``cdetr_runtime.Detector`` behind the runners' ``predict``."""
+
+    def __init__(self, model: str, backend: str, threads: Optional[int]):
+        from cdetr_runtime import Detector
+        engine, _, precision = backend.partition('-')
+        self.detector = Detector(model, engine, threads,
+                                 {'fp32': 'f32'}.get(precision))
+
+    def predict(self, images: list) -> list:
+        """DetDataSamples of the runtime's detections."""
+        import torch
+        from mmdet.structures import DetDataSample
+        from mmengine.structures import InstanceData
+        samples = []
+        for det in self.detector(images):
+            sample = DetDataSample(metainfo=dict(ori_shape=det.image_size))
+            sample.pred_instances = InstanceData(
+                bboxes=torch.from_numpy(det.boxes),
+                scores=torch.from_numpy(det.scores),
+                labels=torch.from_numpy(det.labels))
+            samples.append(sample)
+        return samples
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
@@ -55,8 +88,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     from cdetr_mmdet.deploy import build_runner
     register_all_modules(init_default_scope=True)
     cfg = Config.fromfile(args.config)
-    runner = build_runner(args.backend, args.model, cfg, args.threads)
+    if args.runtime:
+        runner = RuntimeAdapter(args.model, args.backend, args.threads)
+    else:
+        runner = build_runner(args.backend, args.model, cfg, args.threads)
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    if args.classwise:
+        cfg.test_evaluator.classwise = True
     evaluator = Evaluator(cfg.test_evaluator)
     evaluator.dataset_meta = dataset.metainfo
     num = len(dataset) if args.limit is None else min(args.limit,

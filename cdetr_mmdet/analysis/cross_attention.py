@@ -174,9 +174,10 @@ def analyze_cross_attention(model: nn.Module, inputs: Tensor,
         if isinstance(output, tuple) and len(output) == 2:
             captured['references'] = output[1]
 
-    handles = [m.register_forward_pre_hook(make_pre_hook(i), with_kwargs=True)
-               for i, m in enumerate(modules)]
+    handles = []  # filled inside the try: a failed registration removes the earlier ones
     try:
+        handles.extend(m.register_forward_pre_hook(make_pre_hook(i), with_kwargs=True)
+                       for i, m in enumerate(modules))
         handles.append(model.positional_encoding.register_forward_pre_hook(
             pos_hook, with_kwargs=True))
         handles.append(model.decoder.register_forward_hook(decoder_hook))

@@ -3,7 +3,7 @@
 
 Use these instead of ``mmdet.apis``'s (which load non-strictly and pass bad images on to OpenCV).
 """
-from .checkpoint import CdetrDetInferencer, init_detector
+from .inference import CdetrDetInferencer, init_detector
 from .inputs import InputError, check_image_input, inference_detector
 from .optimize import optimize_for_inference
 

@@ -2,21 +2,21 @@
 
 Reading never unpickles arbitrary objects: ``.safetensors`` files go through
 safetensors, everything else through ``torch.load(weights_only=True)``
-(:func:`~cdetr_mmdet.checkpoint_safety.safe_torch_load`), which refuses a
+(:func:`~cdetr_mmdet.checkpoint.safety.safe_torch_load`), which refuses a
 file referencing any global outside a data-only allow-list and names it.
 """
 import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Union
 
 import torch
 from torch import Tensor
 
-from ..checkpoint_safety import safe_torch_load
+from ..checkpoint import CheckpointMismatchError, safe_torch_load
 from .key_rules import Renamed
-from .query_groups import group_mismatch_hint
+from ..checkpoint.query_groups import group_mismatch_hint
 
 PathLike = Union[str, Path]
 
@@ -28,33 +28,6 @@ STATE_DICT_KEY = {'official': 'model', 'mmdet': 'state_dict', 'hf': None}
 _HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin',
                     'model.safetensors.index.json',
                     'pytorch_model.bin.index.json')
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fill the model exactly; the message lists all.
-
-    Attributes:
-        unmapped (dict[str, str]): Source key -> why it was not converted.
-        missing (list[str]): Model keys no source key filled.
-        unexpected (dict[str, str]): Converted key not in the model -> its
-            source key.
-        mismatched (dict[str, str]): Model key -> shape description.
-        collisions (dict[str, list[str]]): Model key -> source keys that all
-            mapped to it.
-    """
-
-    def __init__(self, message: str,
-                 unmapped: Optional[Dict[str, str]] = None,
-                 missing: Optional[List[str]] = None,
-                 unexpected: Optional[Dict[str, str]] = None,
-                 mismatched: Optional[Dict[str, str]] = None,
-                 collisions: Optional[Dict[str, List[str]]] = None) -> None:
-        super().__init__(message)
-        self.unmapped = unmapped or {}
-        self.missing = missing or []
-        self.unexpected = unexpected or {}
-        self.mismatched = mismatched or {}
-        self.collisions = collisions or {}
 
 
 def _read_file(path: Path, source: str) -> Any:

@@ -2,10 +2,10 @@
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import CdetrConditionalDETR
+from ..models.transformer import feature_padding_mask
 
 INPUT_NAMES = ('inputs', 'mask')
 OUTPUT_NAMES = ('scores', 'labels', 'boxes')
@@ -14,11 +14,13 @@ OUTPUT_NAMES = ('scores', 'labels', 'boxes')
 class CdetrExportModel(nn.Module):
     """Conditional DETR inference as one traceable function.
 
-    Builds the feature mask and positional encoding from the input padding
-    mask (mmdet's ``DETR.pre_transformer`` builds them from the data samples'
-    ``img_shape``, which a graph cannot take), runs the detector's submodules
-    and the head's own box decoding and top-k, and scales the boxes by each
-    image's unpadded size, read from the mask (images sit top-left, as
+    Down-samples the input padding mask to the feature map (the detector
+    builds it from the data samples' ``img_shape``, which a graph cannot
+    take), runs the detector's backbone, its transformer core
+    (:class:`ConditionalDETRTransformer`, the detector's own forward; in
+    eval mode, so a Group DETR model runs its first query group only, as a
+    K = 1 model made of it) and the head's own box decoding and top-k, and
+    scales the boxes by each image's unpadded size, read from the mask (images sit top-left, as
     mmdet's ``DetDataPreprocessor`` pads them).
 
     Args:
@@ -55,22 +57,8 @@ class CdetrExportModel(nn.Module):
         """
         detector = self.detector
         feat = detector.extract_feat(inputs)[-1]  # (bs, d, h, w)
-        bs, dims = feat.shape[:2]
-        # Nearest-neighbour down-sampling of the mask, as DETR.pre_transformer.
-        feat_mask = F.interpolate(mask[:, None].float(),
-                                  size=feat.shape[-2:])[:, 0] > 0.5
-        pos = detector.positional_encoding(feat_mask)  # (bs, d, h, w)
-        feat = feat.flatten(2).transpose(1, 2)  # (bs, h * w, d)
-        pos = pos.flatten(2).transpose(1, 2)  # (bs, h * w, d)
-        feat_mask = feat_mask.flatten(1)  # (bs, h * w)
-        memory = detector.encoder(query=feat, query_pos=pos,
-                                  key_padding_mask=feat_mask)
-        # Eval mode: the first query group only (Group DETR).
-        query_pos = detector.object_queries()[None].expand(
-            bs, -1, -1)  # (bs, num_queries, d)
-        hidden_states, references = detector.decoder(
-            query=torch.zeros_like(query_pos), query_pos=query_pos,
-            memory=memory, memory_pos=pos, memory_mask=feat_mask)
+        hidden_states, references = detector.transformer(
+            feat, feature_padding_mask(mask, feat.shape[-2:]))
         head = detector.bbox_head
         cls_logits, bbox_preds = head(hidden_states[-1:], references)
         if self.raw:

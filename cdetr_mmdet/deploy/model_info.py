@@ -35,9 +35,39 @@ def model_info(cfg: Config) -> Dict[str, Union[int, list]]:
                 classes=list(classes))
 
 
-def metadata_props(cfg: Config, max_per_img: int) -> Dict[str, str]:
-    """ONNX ``metadata_props`` of an export: ``model_info`` as JSON strings."""
-    info = dict(model_info(cfg), max_per_img=int(max_per_img))
+def metadata_props(cfg: Config, max_per_img: int,
+                   precision: str = 'fp32') -> Dict[str, str]:
+    """ONNX ``metadata_props`` of an export, as JSON strings.
+
+    Besides ``model_info``, everything ``cdetr_runtime`` needs to run the
+    file without the config: the test ``Resize`` (scale, keep_ratio,
+    interpolation), ``model.data_preprocessor`` (mean, std, bgr_to_rgb,
+    pad_size_divisor, pad_value), ``test_cfg.score_thr``, the graph's
+    precision and the export format version (``cdetr_runtime``'s
+    ``FORMAT_VERSION``, which the runtime checks).
+
+    Args:
+        cfg (Config): The full config of the exported model.
+        max_per_img (int): Top-k of the graph.
+        precision (str): 'fp32', or 'int8' for a quantised graph.
+
+    Returns:
+        dict: ``cdetr.<key>`` -> JSON value.
+    """
+    # The runtime is torch-free, so importing it here costs nothing.
+    from cdetr_runtime.model_file import FORMAT_VERSION
+
+    from .preprocess import DeployPreprocessor
+    pre = DeployPreprocessor.from_config(cfg)
+    info = dict(
+        model_info(cfg), max_per_img=int(max_per_img),
+        format_version=FORMAT_VERSION,
+        resize_scale=list(pre.scale) if pre.scale else None,
+        keep_ratio=bool(pre.keep_ratio), interpolation=pre.interpolation,
+        mean=list(pre.mean), std=list(pre.std), bgr_to_rgb=pre.bgr_to_rgb,
+        pad_size_divisor=pre.pad_size_divisor, pad_value=pre.pad_value,
+        score_thr=float(cfg.model.get('test_cfg', {}).get('score_thr', 0.)),
+        precision=precision)
     return {f'cdetr.{key}': json.dumps(value) for key, value in info.items()}
 
 

@@ -38,6 +38,7 @@ class DeployPreprocessor:
         bgr_to_rgb (bool): Swap BGR (mmcv's loading order) to RGB.
         pad_size_divisor (int): Pad the batch to a multiple of this.
         pad_value (float): Value of the padded pixels after normalisation.
+        interpolation (str): ``Resize.interpolation`` (mmcv's cv2 names).
     """
 
     scale: Optional[Tuple[int, int]]
@@ -47,6 +48,7 @@ class DeployPreprocessor:
     bgr_to_rgb: bool
     pad_size_divisor: int = 1
     pad_value: float = 0.
+    interpolation: str = 'bilinear'
 
     @classmethod
     def from_config(cls, cfg: Config) -> 'DeployPreprocessor':
@@ -56,7 +58,7 @@ class DeployPreprocessor:
             KeyError: A key the preprocessing needs is missing.
             ValueError: The test pipeline holds a transform we cannot map.
         """
-        scale, keep_ratio = None, False
+        scale, keep_ratio, interpolation = None, False, 'bilinear'
         for step in _test_pipeline(cfg):
             kind = step['type'].split('.')[-1]  # drop a scope ('mmdet.')
             if kind == 'Resize':
@@ -64,8 +66,15 @@ class DeployPreprocessor:
                     raise KeyError('test pipeline Resize needs "scale" (the '
                                    'deploy preprocessing does not support '
                                    'scale_factor)')
+                if step.get('backend', 'cv2') != 'cv2':
+                    # The runtimes resize with OpenCV, as mmcv's default.
+                    raise ValueError(
+                        f'test pipeline Resize backend {step["backend"]!r} '
+                        "is not supported by the deploy preprocessing (only "
+                        "'cv2', mmcv's default)")
                 scale, keep_ratio = tuple(step['scale']), step.get(
                     'keep_ratio', False)
+                interpolation = step.get('interpolation', 'bilinear')
             elif kind not in ('LoadImageFromFile', 'LoadImageFromNDArray',
                               'LoadAnnotations', 'PackDetInputs'):
                 raise ValueError(
@@ -82,7 +91,8 @@ class DeployPreprocessor:
                    std=tuple(float(v) for v in pre['std']),
                    bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)),
                    pad_size_divisor=int(pre.get('pad_size_divisor', 1)),
-                   pad_value=float(pre.get('pad_value', 0.)))
+                   pad_value=float(pre.get('pad_value', 0.)),
+                   interpolation=interpolation)
 
     def load(self, image: Image, index: int = 0) -> np.ndarray:
         """Read a path (BGR, as ``LoadImageFromFile``) or check an array.
@@ -115,10 +125,12 @@ class DeployPreprocessor:
             return image, (1., 1.)
         if self.keep_ratio:
             resized = mmcv.imrescale(image, self.scale,
-                                     interpolation='bilinear', backend='cv2')
+                                     interpolation=self.interpolation,
+                                     backend='cv2')
         else:
             resized = mmcv.imresize(image, self.scale,
-                                    interpolation='bilinear', backend='cv2')
+                                    interpolation=self.interpolation,
+                                    backend='cv2')
         new_h, new_w = resized.shape[:2]
         return resized, (new_w / w, new_h / h)
 

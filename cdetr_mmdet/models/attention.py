@@ -2,17 +2,15 @@
 
 Both keep content and position projections separate, as in the official
 implementation (Atten4Vis/ConditionalDETR ``models/transformer.py``), and run
-through :func:`attention`: PyTorch's fused
-:func:`torch.nn.functional.scaled_dot_product_attention` without dropout, an
-explicit softmax with :mod:`.dropout`'s cheap masks with it.
+through :func:`attention`, scaled dot-product attention with dropout on the
+weights (its device dispatch: :mod:`cdetr_mmdet.speedups.attention`).
 """
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import drop_mask
+from ..speedups.attention import attention
 
 
 def _check_heads(embed_dims: int, num_heads: int) -> None:
@@ -48,51 +46,6 @@ def padding_to_attn_mask(key_padding_mask: Optional[Tensor]) -> Optional[Tensor]
     if key_padding_mask is None:
         return None
     return ~key_padding_mask[:, None, None, :]
-
-
-def attention(q: Tensor, k: Tensor, v: Tensor,
-              attn_mask: Optional[Tensor] = None,
-              dropout_p: float = 0.) -> Tensor:
-    """Scaled dot-product attention, dropout on the attention weights.
-
-    Without dropout this is :func:`F.scaled_dot_product_attention` itself.
-    With dropout, PyTorch's CPU kernels all fall back to an unfused path that
-    draws the mask with ``bernoulli_``; the explicit softmax here draws it with
-    :func:`drop_mask` (same distribution: each weight independently
-    zeroed with probability ``dropout_p``, the others scaled by
-    ``1 / (1 - dropout_p)``) and folds the key padding and the softmax scale
-    into one ``baddbmm``.
-
-    Args:
-        q (Tensor): Queries, (bs, heads, nq, c).
-        k (Tensor): Keys, (bs, heads, nk, c).
-        v (Tensor): Values, (bs, heads, nk, cv); ``cv`` may differ from c.
-        attn_mask (Tensor, optional): Boolean, broadcastable to
-            (bs, heads, nq, nk), True where a key may be attended.
-        dropout_p (float): Drop probability of the attention weights.
-
-    Returns:
-        Tensor: (bs, heads, nq, cv).
-    """
-    if dropout_p == 0.:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    bs, heads, nq, c = q.shape
-    nk, cv = k.shape[2], v.shape[3]
-    q, k = q.reshape(bs * heads, nq, c), k.reshape(bs * heads, nk, c)
-    if attn_mask is None:
-        scores = torch.bmm(q, k.transpose(1, 2)).mul_(c ** -0.5)
-    else:
-        bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device)
-        bias = bias.masked_fill_(~attn_mask, float('-inf')).expand(
-            bs, heads, nq, nk).reshape(bs * heads, nq, nk)
-        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=c ** -0.5)
-    weights = scores.softmax(-1)  # (bs * heads, nq, nk)
-    # Zero the dropped weights (a bool mask is kept for backward, not a
-    # float one) and scale the kept ones by 1 / (1 - p) on the smaller output.
-    weights = weights.masked_fill(
-        drop_mask(weights.shape, dropout_p, weights.device), 0.)
-    out = torch.bmm(weights.to(v.dtype), v.reshape(bs * heads, nk, cv))
-    return out.mul_(1. / (1. - dropout_p)).view(bs, heads, nq, cv)
 
 
 class ConditionalSelfAttention(nn.Module):

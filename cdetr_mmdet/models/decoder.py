@@ -1,18 +1,32 @@
 """The Conditional DETR transformer decoder (registered in ``MODELS``)."""
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
-from mmdet.models.layers.transformer import MLP, coordinate_to_encoding
+from mmdet.models.layers.transformer import coordinate_to_encoding
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from . import variants  # noqa: F401  (registers the variant modules)
 from .decoder_layer import ConditionalDecoderLayer
 
-# The paper's ablations (section 4.3, Table 3, Figure 5); first = default.
+# The paper's ablations (section 4.3, Table 3, Figure 5) as aliases of the
+# variant modules' configs (models/variants/); first = default.
 REFERENCES = ('predicted', 'learned', 'fixed')
 SPATIAL_QUERIES = ('csq', 'csq_c', 'csq_t', 'csq_p', 'csq_i')
 TRANSFORMS = ('diagonal', 'identity', 'scalar', 'block', 'full')
+_REFERENCE_TYPES = dict(predicted='CdetrPredictedReference',
+                        learned='CdetrLearnedReference',
+                        fixed='CdetrFixedReference')
+_TRANSFORM_TYPES = dict(diagonal='CdetrDiagonalTransform', identity=None,
+                        scalar='CdetrScalarTransform',
+                        block='CdetrBlockTransform',
+                        full='CdetrFullTransform')
+_SPATIAL_QUERY_CFGS = dict(
+    csq_c=dict(type='CdetrContentSpatialQuery'),
+    csq_t=dict(type='CdetrTransformSpatialQuery'),
+    csq_p=dict(type='CdetrConditionalSpatialQuery', transform=None),
+    csq_i=dict(type='CdetrConditionalSpatialQuery', from_self_attn=True))
 
 
 def _check_choice(key: str, value: str, allowed: Tuple[str, ...]) -> None:
@@ -22,6 +36,45 @@ def _check_choice(key: str, value: str, allowed: Tuple[str, ...]) -> None:
             f'CdetrTransformerDecoder: {key}={value!r} is not supported; '
             f'allowed values: {", ".join(repr(a) for a in allowed)} '
             f'(default {allowed[0]!r})')
+
+
+def _variant_cfgs(reference: Union[str, dict], spatial_query: Union[str, dict],
+                  transform: str,
+                  num_queries: Optional[int]) -> Tuple[dict, dict]:
+    """The variant modules' configs from the decoder's switches.
+
+    A dict is a ``MODELS`` config taken as it is; a string is an alias from
+    :data:`REFERENCES` / :data:`SPATIAL_QUERIES` / :data:`TRANSFORMS`.
+
+    Returns:
+        tuple[dict, dict]: The reference-point and spatial-query configs.
+    """
+    if isinstance(reference, str):
+        _check_choice('reference', reference, REFERENCES)
+        if (reference == 'learned') != (num_queries is not None):
+            raise ValueError(
+                "CdetrTransformerDecoder: num_queries is required by, and "
+                "only allowed with, reference='learned' (got reference="
+                f'{reference!r}, num_queries={num_queries!r})')
+        reference = dict(type=_REFERENCE_TYPES[reference])
+        if num_queries is not None:
+            reference['num_queries'] = num_queries
+    _check_choice('transform', transform, TRANSFORMS)
+    if isinstance(spatial_query, str):
+        _check_choice('spatial_query', spatial_query, SPATIAL_QUERIES)
+        if transform != 'diagonal' and spatial_query != 'csq':
+            raise ValueError(
+                f'CdetrTransformerDecoder: transform={transform!r} needs '
+                f"spatial_query='csq' (got {spatial_query!r}); the paper "
+                'varies the form of T only in its full model')
+        spatial_query = _SPATIAL_QUERY_CFGS.get(spatial_query, dict(
+            type='CdetrConditionalSpatialQuery',
+            transform=_TRANSFORM_TYPES[transform]))
+    elif transform != 'diagonal':
+        raise ValueError('CdetrTransformerDecoder: transform is an alias for '
+                         'string spatial_query values; put T in the '
+                         'spatial_query config instead')
+    return dict(reference), dict(spatial_query)
 
 
 @MODELS.register_module()
@@ -35,7 +88,9 @@ class CdetrTransformerDecoder(BaseModule):
     LayerNorm (``norm``) normalises every layer's output.
 
     Three switches rebuild the paper's ablations (Meng et al. 2021, section
-    4.3); their defaults are the paper's full model, which is also what the
+    4.3), each choosing a small registered module (``models/variants/``;
+    the strings below are aliases of their configs, a dict config picks a
+    module directly); their defaults are the paper's full model, which is also what the
     official code, mmdet and Hugging Face implement. Below, ``f`` is a
     layer's input decoder embedding (the previous layer's output; zeros in
     layer 1), ``c_q`` its content query after self-attention, ``p_s`` the
@@ -92,25 +147,31 @@ class CdetrTransformerDecoder(BaseModule):
             :class:`ConditionalDecoderLayer` (``embed_dims``, ``num_heads``,
             ``feedforward_channels``, ``dropout``). Defaults to None (its
             defaults).
-        reference (str): One of :data:`REFERENCES`. Defaults to
-            'predicted'.
-        spatial_query (str): One of :data:`SPATIAL_QUERIES`. Defaults to
-            'csq'.
-        transform (str): One of :data:`TRANSFORMS`. Defaults to 'diagonal'.
+        reference (str | dict): One of :data:`REFERENCES`, or the
+            ``MODELS`` config of a reference module
+            (:mod:`.variants.reference_points`). Defaults to 'predicted'.
+        spatial_query (str | dict): One of :data:`SPATIAL_QUERIES`, or the
+            config of a spatial-query module
+            (:mod:`.variants.spatial_queries`). Defaults to 'csq'.
+        transform (str): One of :data:`TRANSFORMS` (with the string
+            ``spatial_query`` 'csq' only; :mod:`.variants.transforms`).
+            Defaults to 'diagonal'.
         num_queries (int, optional): Object queries; required by (and only
             allowed with) ``reference='learned'``. Defaults to None.
         num_groups (int): Group DETR's K, filled in by
             ``CdetrConditionalDETR`` from its ``group_detr``. In training
             mode the decoder takes K groups of N queries and each layer's
             self-attention stays inside a group; in eval mode it takes one
-            group (as the official GroupDETR branch). With
-            ``reference='learned'`` every one of the K * N queries has its
-            own reference point (eval: the first N). Defaults to 1.
+            group (as the official GroupDETR branch). With the learned
+            reference (:class:`~.variants.CdetrLearnedReference`, which gets
+            it too) every one of the K * N queries has its own reference
+            point (eval: the first N). Defaults to 1.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
     def __init__(self, num_layers: int = 6, layer_cfg: Optional[dict] = None,
-                 reference: str = 'predicted', spatial_query: str = 'csq',
+                 reference: Union[str, dict] = 'predicted',
+                 spatial_query: Union[str, dict] = 'csq',
                  transform: str = 'diagonal',
                  num_queries: Optional[int] = None,
                  num_groups: int = 1,
@@ -120,25 +181,21 @@ class CdetrTransformerDecoder(BaseModule):
             raise ValueError('CdetrTransformerDecoder: num_groups must be an '
                              f'int >= 1, got {num_groups!r}')
         self.num_groups = num_groups
-        _check_choice('reference', reference, REFERENCES)
-        _check_choice('spatial_query', spatial_query, SPATIAL_QUERIES)
-        _check_choice('transform', transform, TRANSFORMS)
-        if transform != 'diagonal' and spatial_query != 'csq':
-            raise ValueError(
-                f'CdetrTransformerDecoder: transform={transform!r} needs '
-                f"spatial_query='csq' (got {spatial_query!r}); the paper "
-                'varies the form of T only in its full model')
-        if (reference == 'learned') != (num_queries is not None):
-            raise ValueError(
-                "CdetrTransformerDecoder: num_queries is required by, and "
-                "only allowed with, reference='learned' (got reference="
-                f'{reference!r}, num_queries={num_queries!r})')
+        reference_cfg, spatial_cfg = _variant_cfgs(
+            reference, spatial_query, transform, num_queries)
+        if num_groups > 1 and reference_cfg.get(
+                'type') == 'CdetrLearnedReference':
+            if reference_cfg.get('num_groups', num_groups) != num_groups:
+                raise ValueError(
+                    'CdetrTransformerDecoder: the learned reference has '
+                    f"num_groups={reference_cfg['num_groups']}, the decoder "
+                    f'{num_groups}; set model.group_detr only')
+            # One free reference point per query of every group.
+            reference_cfg['num_groups'] = num_groups
         layer_cfg = dict(layer_cfg or {})
         if 'is_first' in layer_cfg:
             raise KeyError('decoder.layer_cfg must not set "is_first": the '
                            'decoder sets it for its first layer')
-        self.reference, self.spatial_query = reference, spatial_query
-        self.transform = 'identity' if spatial_query == 'csq_p' else transform
         self.layers = nn.ModuleList(
             ConditionalDecoderLayer(**layer_cfg, is_first=(i == 0))
             for i in range(num_layers))
@@ -146,17 +203,27 @@ class CdetrTransformerDecoder(BaseModule):
         if d % 2:
             raise ValueError(f'embed_dims must be even, got {d}')
         self.num_heads = self.layers[0].cross_attn.num_heads
-        head_dims = d // self.num_heads
-        t_dims = dict(diagonal=d, scalar=1, block=self.num_heads * head_dims**2,
-                      full=d * d).get(self.transform)
-        if t_dims is not None and spatial_query != 'csq_c':
-            self.query_scale = MLP(d, d, t_dims, 2)
-        if reference == 'predicted':
-            self.ref_point_head = MLP(d, d, 2, 2)
-        elif reference == 'learned':
-            self.num_queries = num_queries
-            self.ref_point_embed = nn.Embedding(num_queries * num_groups, 2)
+        # Built in this order (spatial query, then reference), as before
+        # the variants were modules: the same random initialisation.
+        self._adopt('spatial_query', MODELS.build(
+            spatial_cfg, default_args=dict(embed_dims=d,
+                                           num_heads=self.num_heads)))
+        self._adopt('reference_source', MODELS.build(
+            reference_cfg, default_args=dict(embed_dims=d)))
         self.norm = nn.LayerNorm(d)
+
+    def _adopt(self, name: str, variant: nn.Module) -> None:
+        """Keep a variant as ``self.<name>``, its children as the decoder's.
+
+        The variant itself stays out of ``_modules`` (in ``__dict__``: no key
+        prefix), so its parameters keep their checkpoint names
+        (``query_scale.*``, ``ref_point_head.*``, ``ref_point_embed.*``),
+        which the converters and existing checkpoints use. It reads no
+        ``self.training``: its children carry the mode.
+        """
+        self.__dict__[name] = variant
+        for child_name, child in variant.named_children():
+            self.add_module(child_name, child)
 
     def active_groups(self) -> int:
         """Groups of the current mode: K in training, 1 in eval (Group DETR)."""
@@ -174,32 +241,8 @@ class CdetrTransformerDecoder(BaseModule):
         return coordinate_to_encoding(reference,
                                       num_feats=self.embed_dims // 2)
 
-    def reference_points(self, query_pos: Tensor) -> Tensor:
-        """Normalised reference points s per ``reference``.
-
-        Args:
-            query_pos (Tensor): Object queries, (bs, num_queries, d).
-
-        Returns:
-            Tensor: (bs, num_queries, 2) in [0, 1].
-        """
-        if self.reference == 'predicted':
-            return self.ref_point_head(query_pos).sigmoid()
-        bs, num_queries = query_pos.shape[:2]
-        if self.reference == 'fixed':  # sigmoid of DETR's unnormalised (0, 0)
-            return query_pos.new_full((bs, num_queries, 2), 0.5)
-        if num_queries != self.num_queries * self.active_groups():
-            raise ValueError(f'{num_queries} object queries, but the learned '
-                             f'reference points were built for '
-                             f'{self.num_queries} (decoder.num_queries) x '
-                             f'{self.active_groups()} group(s)')
-        weight = self.ref_point_embed.weight  # (K * N, 2)
-        if weight.shape[0] != num_queries:  # eval of Group DETR: group 0
-            weight = weight[:num_queries]
-        return weight.sigmoid()[None].expand(bs, -1, -1)
-
     def apply_transform(self, embed: Tensor, source: Tensor) -> Tensor:
-        """``T(source) embed`` with T in the form ``transform``.
+        """``T(source) embed`` of a :class:`CdetrConditionalSpatialQuery`.
 
         Args:
             embed (Tensor): ``p_s``, (bs, num_queries, d).
@@ -209,42 +252,7 @@ class CdetrTransformerDecoder(BaseModule):
         Returns:
             Tensor: (bs, num_queries, d).
         """
-        if self.transform == 'identity':
-            return embed
-        t = self.query_scale(source)  # (bs, nq, d | 1 | M*(d/M)^2 | d*d)
-        if self.transform in ('diagonal', 'scalar'):
-            return embed * t
-        bs, nq, d = embed.shape
-        if self.transform == 'block':  # per head: (d/M x d/M) @ (d/M)
-            dh = d // self.num_heads
-            t = t.view(bs, nq, self.num_heads, dh, dh)
-            return (t @ embed.view(bs, nq, self.num_heads, dh, 1)).view(
-                bs, nq, d)
-        return (t.view(bs, nq, d, d) @ embed.unsqueeze(-1)).squeeze(-1)
-
-    def spatial_query_of(self, first: bool, embed: Tensor, f: Tensor,
-                         c_q: Optional[Tensor] = None) -> Tensor:
-        """The spatial query ``p_q`` one layer's cross-attention receives.
-
-        Args:
-            first (bool): Whether the layer is the first (``layer.is_first``).
-            embed (Tensor): ``p_s``, (bs, num_queries, d).
-            f (Tensor): The layer's input decoder embedding,
-                (bs, num_queries, d).
-            c_q (Tensor, optional): Its content query after self-attention
-                (``spatial_query='csq_i'`` only), (bs, num_queries, d).
-
-        Returns:
-            Tensor: (bs, num_queries, d).
-        """
-        if self.spatial_query == 'csq_c':
-            return f
-        if self.spatial_query == 'csq_t':
-            return torch.ones_like(embed) if first else self.query_scale(f)
-        if first:  # T = 1 in layer 1
-            return embed
-        return self.apply_transform(
-            embed, c_q if self.spatial_query == 'csq_i' else f)
+        return self.spatial_query.apply_transform(embed, source)
 
     def forward(self, query: Tensor, query_pos: Tensor, memory: Tensor,
                 memory_pos: Tensor,
@@ -272,19 +280,21 @@ class CdetrTransformerDecoder(BaseModule):
         if query_pos.shape[1] % groups:
             raise ValueError(f'{query_pos.shape[1]} object queries do not '
                              f'split into {groups} groups (decoder.num_groups)')
-        references = self.reference_points(query_pos)  # (bs, nq, 2)
+        references = self.reference_source(query_pos)  # (bs, nq, 2)
         ref_sine_embed = self.ref_sine_embed(references)  # (bs, nq, d)
         hidden_states = []
         for layer in self.layers:
-            if self.spatial_query == 'csq_i':  # T from the self-attn output
-                c_q = layer.self_attn_block(query, query_pos, groups)
+            if self.spatial_query.from_self_attn:  # T from c_q (CSQ-I)
+                c_q = layer.self_attn_block(query, query_pos,
+                                            groups)  # (bs, nq, d)
                 query = layer.cross_ffn_block(
                     c_q, memory, query_pos, memory_pos,
-                    self.spatial_query_of(layer.is_first, ref_sine_embed, query, c_q),
-                    memory_mask)
-            else:
+                    self.spatial_query(layer.is_first, ref_sine_embed, query,
+                                       c_q), memory_mask)
+            else:  # one module call: hooks on the layer see its p_q
                 query = layer(query, memory, query_pos, memory_pos,
-                              self.spatial_query_of(layer.is_first, ref_sine_embed, query),
+                              self.spatial_query(layer.is_first,
+                                                 ref_sine_embed, query),
                               memory_mask, groups)
             hidden_states.append(self.norm(query))
         return torch.stack(hidden_states), references

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import ConditionalCrossAttention, ConditionalSelfAttention
-from .dropout import CheapDropout
+from ..speedups.dropout import CheapDropout
 
 
 class ConditionalDecoderLayer(nn.Module):

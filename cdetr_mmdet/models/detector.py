@@ -2,12 +2,14 @@
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from torch import Tensor, nn
+
+from ..speedups.channels_last import nchw_after_frozen_stages, runs_nhwc
+from .transformer import ConditionalDETRTransformer, feature_padding_mask
 
 
 @MODELS.register_module()
@@ -23,15 +25,14 @@ class CdetrConditionalDETR(DETR):
                                         pad to (bs, 3, H_pad, W_pad)
           -> extract_feat               ours: mmdet ResNet backbone + 1x1
                                         ChannelMapper neck -> (bs, d, h, w)
-          -> forward_transformer        ours, straight-line:
-               pre_transformer          ours: padding mask (bs, n) or None,
-                                        sine positions (bs, n, d), flattened
-                                        features (bs, n, d)
-               forward_encoder          ours -> CdetrTransformerEncoder:
-                                        memory (bs, n, d)
-               pre_decoder              ours: zero content queries and the
-                                        object queries (bs, q, d) each
-               forward_decoder          ours -> CdetrTransformerDecoder:
+          -> forward_transformer        ours:
+               padding_mask             ours: (bs, h, w) True at padding,
+                                        or None when nothing is padded
+               transformer              ConditionalDETRTransformer (the
+                                        one core, models/transformer.py):
+                                        sine positions, encoder memory
+                                        (bs, n, d), object queries (bs, q, d),
+                                        conditional decoder ->
                                         hidden_states (L, bs, q, d),
                                         references s (bs, q, 2)
           -> bbox_head.loss             ours, CdetrHead: logits (L, bs, q, C),
@@ -59,20 +60,11 @@ class CdetrConditionalDETR(DETR):
 
     Args:
         channels_last (bool): Run the backbone and neck in the
-            ``torch.channels_last`` memory format (NHWC), which oneDNN and
-            cuDNN convolutions prefer, notably under bf16/fp16 autocast. The
-            results equal the default NCHW ones up to float rounding.
-            Defaults to False.
-        frozen_channels_last (bool): On CPU, run the part of an mmdet
-            ``ResNet`` backbone that takes no gradient in NHWC: the frozen
-            stem and stages (``frozen_stages``) when gradients are taken,
-            the whole backbone under ``torch.no_grad``. PyTorch's NCHW CPU
-            kernels are slow there (the stem's 3x3 max-pool ~9x, the
-            frozen stem + ``layer1`` forward ~1.4x at 512x512); the
-            trainable stages stay NCHW, whose backward NHWC does not speed
-            up. Outputs equal NCHW's up to float rounding. No effect on
-            other devices, with ``channels_last=True`` or on backbones
-            without ``frozen_stages``/``res_layers``. Defaults to True.
+            ``torch.channels_last`` memory format (NHWC). Results equal NCHW
+            ones up to float rounding. Defaults to False.
+        frozen_channels_last (bool): On CPU, run the frozen part of an mmdet
+            ``ResNet`` backbone (all of it under ``torch.no_grad``) in NHWC.
+            Defaults to True. Both: :mod:`cdetr_mmdet.speedups.channels_last`.
         group_detr (int): Group DETR's K (Chen et al., arXiv 2207.13085; the
             official GroupDETR branch's ``--group_detr``): in training, K
             groups of ``num_queries`` object queries (``query_embedding``
@@ -81,6 +73,7 @@ class CdetrConditionalDETR(DETR):
             MLP, decoder layers and head are shared. In eval mode (predict,
             test, export, attention tools) only the first N rows are used:
             the same computation as a K = 1 model made of them. Filled into
+            the core (``ConditionalDETRTransformer.num_groups``),
             ``decoder.num_groups`` and ``bbox_head.num_groups``. Defaults to
             1 (Conditional DETR as published). See docs/group_detr.md.
         *args, **kwargs: mmdet ``DETR``'s arguments.
@@ -111,56 +104,42 @@ class CdetrConditionalDETR(DETR):
             self.backbone.to(memory_format=torch.channels_last)
             if self.with_neck:
                 self.neck.to(memory_format=torch.channels_last)
-        frozen_end = self._frozen_stages_end()
-        if frozen_end is not None:
-            frozen_end.register_forward_hook(self._trainable_stages_in_nchw)
-
-    def _frozen_stages_end(self) -> Optional[nn.Module]:
-        """The backbone's last frozen module, or None (nothing frozen)."""
-        frozen = getattr(self.backbone, 'frozen_stages', -1)
-        layers = getattr(self.backbone, 'res_layers', None)
-        if frozen < 0 or layers is None:
-            return None
-        if frozen == 0:  # the stem alone
-            return self.backbone.maxpool
-        return getattr(self.backbone, layers[min(frozen, len(layers)) - 1])
-
-    def _trainable_stages_in_nchw(self, module: nn.Module, args: tuple,
-                                  output: Tensor) -> Optional[Tensor]:
-        """Forward hook: the frozen stages' NHWC output back to NCHW.
-
-        Only when gradients are taken (the trainable stages follow) and the
-        whole backbone is not channels-last by option.
-        """
-        if self.channels_last or not torch.is_grad_enabled():
-            return None
-        return output.contiguous()  # (bs, c, h, w) NCHW
+        nchw_after_frozen_stages(self)
 
     def _init_layers(self) -> None:
-        """Build the positional encoding, transformer and object queries."""
-        self.positional_encoding = SinePositionalEncoding(
-            **self.positional_encoding)
-        self.encoder = MODELS.build(self.encoder)
+        """Build the transformer core and register its children as ours.
+
+        The core (:class:`ConditionalDETRTransformer`) is kept outside
+        ``_modules`` (in ``__dict__``) while its children are registered
+        here under their own names: checkpoint keys stay ``encoder.*``,
+        ``decoder.*`` and ``query_embedding.weight`` (and mmdet's
+        ``DETR.init_weights`` finds ``self.encoder`` / ``self.decoder``).
+        """
         decoder_cfg = dict(self.decoder)
-        if decoder_cfg.get('reference') == 'learned':
-            # One free reference point per object query.
+        reference = decoder_cfg.get('reference')
+        # One free reference point per object query.
+        if reference == 'learned':
             decoder_cfg.setdefault('num_queries', self.num_queries)
+        elif isinstance(reference, dict) and reference.get(
+                'type') == 'CdetrLearnedReference':
+            decoder_cfg['reference'] = dict(reference)
+            decoder_cfg['reference'].setdefault('num_queries',
+                                                self.num_queries)
         if self.group_detr > 1:  # grouped self-attention (K = 1: untouched)
             decoder_cfg['num_groups'] = self.group_detr
-        self.decoder = MODELS.build(decoder_cfg)
-        self.embed_dims = self.encoder.embed_dims
-        if self.decoder.embed_dims != self.embed_dims:
-            raise ValueError(
-                f'encoder embed_dims ({self.embed_dims}) != decoder '
-                f'embed_dims ({self.decoder.embed_dims})')
-        if self.positional_encoding.num_feats * 2 != self.embed_dims:
-            raise ValueError(
-                'positional_encoding.num_feats must be embed_dims / 2 = '
-                f'{self.embed_dims // 2}, got '
-                f'{self.positional_encoding.num_feats}')
-        # Group DETR: K groups of N object queries, group g in rows g*N..
-        self.query_embedding = nn.Embedding(
-            self.num_queries * self.group_detr, self.embed_dims)
+        core = ConditionalDETRTransformer(
+            encoder=MODELS.build(self.encoder),
+            decoder=MODELS.build(decoder_cfg),
+            positional_encoding=SinePositionalEncoding(
+                **self.positional_encoding),
+            num_queries=self.num_queries, num_groups=self.group_detr)
+        self.__dict__['transformer'] = core  # not a child: no key prefix
+        # The registration order is the state-dict key order of before.
+        self.positional_encoding = core.positional_encoding
+        self.encoder = core.encoder
+        self.decoder = core.decoder
+        self.embed_dims = core.embed_dims
+        self.query_embedding = core.query_embedding
 
     def init_weights(self) -> None:
         """Initialise as the official code does.
@@ -199,10 +178,8 @@ class CdetrConditionalDETR(DETR):
         Returns:
             tuple[Tensor]: The neck outputs.
         """
-        nhwc = self.channels_last or (
-            self.frozen_channels_last and batch_inputs.device.type == 'cpu'
-            and self._frozen_stages_end() is not None)
-        if not nhwc:
+        if not runs_nhwc(self.channels_last, self.frozen_channels_last,
+                         batch_inputs, self.backbone):
             return super().extract_feat(batch_inputs)
         feats = super().extract_feat(
             batch_inputs.contiguous(memory_format=torch.channels_last))
@@ -211,7 +188,7 @@ class CdetrConditionalDETR(DETR):
 
     def forward_transformer(self, img_feats: Tuple[Tensor],
                             batch_data_samples: SampleList) -> Dict:
-        """Encoder and decoder on the neck features.
+        """The transformer core on the last neck features.
 
         Args:
             img_feats (tuple[Tensor]): Neck outputs; the last one,
@@ -223,22 +200,20 @@ class CdetrConditionalDETR(DETR):
             dict: ``hidden_states`` (num_layers, bs, num_queries, d) and
             ``references`` (bs, num_queries, 2), the head's inputs.
         """
-        feat, mask, pos = self.pre_transformer(img_feats[-1],
-                                               batch_data_samples)
-        memory = self.forward_encoder(feat, mask, pos)
-        query, query_pos = self.pre_decoder(memory.shape[0])
-        hidden_states, references = self.forward_decoder(
-            query, query_pos, memory, mask, pos)
+        feat = img_feats[-1]
+        mask = self.padding_mask(feat, batch_data_samples)
+        hidden_states, references = self.transformer(feat, mask)
         return dict(hidden_states=hidden_states, references=references)
 
-    def pre_transformer(
-        self, feat: Tensor, batch_data_samples: SampleList
-    ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
-        """Padding mask and sine positional encoding of the feature map.
+    @staticmethod
+    def padding_mask(feat: Tensor,
+                     batch_data_samples: SampleList) -> Optional[Tensor]:
+        """The feature map's padding mask from the data samples' shapes.
 
-        As mmdet's ``DETR.pre_transformer``: no mask when no image of the
-        batch is padded; otherwise the input-resolution padding mask
-        downsampled (nearest) to the feature map.
+        As mmdet's ``DETR.pre_transformer``: None when no image of the batch
+        is padded (the positional encoding then needs no mask); otherwise
+        the input-resolution padding mask down-sampled (nearest) to the
+        feature map by :func:`feature_padding_mask`.
 
         Args:
             feat (Tensor): Neck features, (bs, d, h, w).
@@ -246,85 +221,15 @@ class CdetrConditionalDETR(DETR):
                 ``batch_input_shape`` (H_pad, W_pad) and ``img_shape``.
 
         Returns:
-            tuple: Flattened features (bs, n, d); the mask (bs, n), True at
-            padding, or None; the positional encoding (bs, n, d).
+            Tensor | None: (bs, h, w) bool, True at padding.
         """
-        bs = feat.shape[0]
         pad_h, pad_w = batch_data_samples[0].batch_input_shape
         img_shapes: List[Tuple[int, int]] = [
             tuple(s.img_shape) for s in batch_data_samples]
         if all(shape == (pad_h, pad_w) for shape in img_shapes):
-            mask = None
-            pos = self.positional_encoding(None, input=feat)  # (bs, d, h, w)
-        else:
-            mask = feat.new_ones((bs, pad_h, pad_w))
-            for i, (img_h, img_w) in enumerate(img_shapes):
-                mask[i, :img_h, :img_w] = 0
-            mask = F.interpolate(mask[:, None], size=feat.shape[-2:]).to(
-                torch.bool)[:, 0]  # (bs, h, w)
-            pos = self.positional_encoding(mask)  # (bs, d, h, w)
-            mask = mask.flatten(1)  # (bs, n)
-        # (bs, d, h, w) -> (bs, n, d)
-        return (feat.flatten(2).transpose(1, 2),
-                mask, pos.flatten(2).transpose(1, 2))
-
-    def forward_encoder(self, feat: Tensor, feat_mask: Optional[Tensor],
-                        feat_pos: Tensor) -> Tensor:
-        """Run the encoder.
-
-        Args:
-            feat (Tensor): Flattened features, (bs, n, d).
-            feat_mask (Tensor | None): (bs, n), True at padding.
-            feat_pos (Tensor): Positional encoding, (bs, n, d).
-
-        Returns:
-            Tensor: The memory, (bs, n, d).
-        """
-        return self.encoder(feat, feat_pos, feat_mask)
-
-    def object_queries(self) -> Tensor:
-        """The object-query rows the current mode uses.
-
-        Group DETR: all K groups in training, the first group in eval mode
-        (as the official GroupDETR branch); with K = 1 the whole table.
-
-        Returns:
-            Tensor: (K * N, d) in training, (N, d) in eval.
-        """
-        weight = self.query_embedding.weight  # (K * N, d)
-        if self.training or self.group_detr == 1:
-            return weight
-        return weight[:self.num_queries]  # (N, d): group 0
-
-    def pre_decoder(self, batch_size: int) -> Tuple[Tensor, Tensor]:
-        """Zero content queries and the learnt object queries.
-
-        Args:
-            batch_size (int): bs.
-
-        Returns:
-            tuple[Tensor, Tensor]: ``query`` (zeros) and ``query_pos``,
-            (bs, nq, d) each; nq = K * num_queries in training with
-            ``group_detr=K``, num_queries otherwise.
-        """
-        query_pos = self.object_queries()[None].expand(batch_size, -1, -1)
-        return torch.zeros_like(query_pos), query_pos
-
-    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
-                        memory_mask: Optional[Tensor],
-                        memory_pos: Tensor) -> Tuple[Tensor, Tensor]:
-        """Run the conditional decoder.
-
-        Args:
-            query (Tensor): Zeros, (bs, num_queries, d).
-            query_pos (Tensor): Object queries, (bs, num_queries, d).
-            memory (Tensor): Encoder output, (bs, n, d).
-            memory_mask (Tensor | None): (bs, n), True at padding.
-            memory_pos (Tensor): Positional encoding, (bs, n, d).
-
-        Returns:
-            tuple[Tensor, Tensor]: ``hidden_states``
-            (num_layers, bs, num_queries, d) and ``references``
-            (bs, num_queries, 2), the head's inputs.
-        """
-        return self.decoder(query, query_pos, memory, memory_pos, memory_mask)
+            return None
+        pad_mask = torch.ones((feat.shape[0], pad_h, pad_w), dtype=torch.bool,
+                              device=feat.device)
+        for i, (img_h, img_w) in enumerate(img_shapes):
+            pad_mask[i, :img_h, :img_w] = False
+        return feature_padding_mask(pad_mask, feat.shape[-2:])

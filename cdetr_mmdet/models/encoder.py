@@ -6,13 +6,14 @@ from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .attention import attention, padding_to_attn_mask
-from .dropout import CheapDropout
+from ..speedups.attention import attention, uses_explicit_path
+from ..speedups.dropout import CheapDropout
+from .attention import padding_to_attn_mask
 
 
 def _self_attention(mha: nn.MultiheadAttention, qk: Tensor, value: Tensor,
                     key_padding_mask: Optional[Tensor]) -> Tensor:
-    """``mha(qk, qk, value)`` through :func:`attention` (its cheap dropout).
+    """``mha(qk, qk, value)`` through :func:`attention` (its CPU dropout path).
 
     The same projections as :class:`torch.nn.MultiheadAttention` (packed
     ``in_proj_weight`` rows q, k, v; ``out_proj``), batch first.
@@ -47,10 +48,12 @@ class EncoderLayer(nn.Module):
     Parameter names equal the official ones (``self_attn.in_proj_weight``,
     ``linear1``, ``norm1``, ...). With ``need_weights=False``,
     :class:`torch.nn.MultiheadAttention` runs on
-    ``scaled_dot_product_attention``; in training with dropout the same
-    weights run through :func:`_self_attention` instead (cheap dropout masks;
-    PyTorch's CPU kernels are unfused there anyway). Dropout masks come from
-    :class:`CheapDropout`, equal in distribution to ``nn.Dropout``'s.
+    ``scaled_dot_product_attention`` (with ``dropout_p`` in training); only
+    on the CPU in training with dropout do the same weights run through
+    :func:`_self_attention` instead (cheap dropout masks; PyTorch's CPU
+    kernels are unfused there anyway; :mod:`cdetr_mmdet.speedups.attention`).
+    Dropout masks come from :class:`CheapDropout`, equal in distribution to
+    ``nn.Dropout``'s.
 
     Args:
         embed_dims (int): Model width d. Defaults to 256.
@@ -95,7 +98,8 @@ class EncoderLayer(nn.Module):
             Tensor: (bs, num_keys, d).
         """
         q = k = query + query_pos
-        if self.training and self.self_attn.dropout > 0:
+        if self.training and uses_explicit_path(query.device,
+                                                self.self_attn.dropout):
             attn = _self_attention(self.self_attn, q, query, key_padding_mask)
         else:
             attn = self.self_attn(q, k, query,

@@ -14,9 +14,12 @@ The bits: on CPU from a fresh SFC64 generator (numpy's, 64 bits per step,
 bits drawn from PyTorch's default generator, so ``torch.manual_seed`` and a
 restored ``torch`` random state reproduce the masks; on other devices from
 PyTorch's full-range int64 ``random_`` (two elements per draw).
+:class:`CheapDropout` uses them on the CPU only; on CUDA it is
+:func:`torch.nn.functional.dropout` (see :mod:`cdetr_mmdet.speedups`).
 """
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -104,11 +107,15 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 
 
 class CheapDropout(nn.Dropout):
-    """:class:`torch.nn.Dropout` drawing its masks with :func:`keep_scale_mask`.
+    """:class:`torch.nn.Dropout` drawing its CPU masks with :func:`keep_scale_mask`.
 
     A drop-in replacement (no parameters or buffers, same ``p``), equal in
-    distribution; the identity in eval mode as before.
+    distribution; the identity in eval mode as before. On other devices
+    (CUDA) it is :func:`torch.nn.functional.dropout` itself, whose kernels
+    draw the mask on the device.
     """
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 (nn's name)
+        if input.device.type != 'cpu':
+            return F.dropout(input, self.p, self.training)
         return dropout(input, self.p, self.training)

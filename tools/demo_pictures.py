@@ -1,11 +1,11 @@
-"""Readable detection pictures and a score threshold chosen from the val set."""
+"""The demo's detection pictures and a score threshold chosen from the val set (lab code, beside tools/demo.py)."""
 import json
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .figures import save_figure
+from cdetr_mmdet.analysis.figures import save_figure
 
 # One colour per class (matplotlib tab10), the same in both panels.
 COLORS = ('tab:red', 'tab:blue', 'tab:green', 'tab:orange', 'tab:purple',

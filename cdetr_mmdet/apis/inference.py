@@ -3,9 +3,9 @@
 mmdet's ``init_detector`` and ``DetInferencer`` load with ``strict=False``: a
 checkpoint of another architecture or class count gives a random model and
 only a log line. These load the same way but refuse a checkpoint that does
-not fit the model (:class:`~cdetr_mmdet.engine.CheckpointMismatchError`, with
+not fit the model (:class:`~cdetr_mmdet.checkpoint.CheckpointMismatchError`, with
 the counts and the first offenders) and refuse unsafe pickles
-(:class:`~cdetr_mmdet.checkpoint_safety.UnsafeCheckpointError`).
+(:class:`~cdetr_mmdet.checkpoint.UnsafeCheckpointError`).
 """
 import warnings
 from pathlib import Path
@@ -16,24 +16,12 @@ from mmdet.apis import DetInferencer
 from mmdet.apis import init_detector as mmdet_init_detector
 from mmengine.config import Config
 
-from ..checkpoint_safety import safe_torch_load
-from ..engine.state_dict_check import match_state_dict, strip_prefixes
+from ..checkpoint import load_state_dict_strictly, safe_torch_load
+from ..checkpoint.state_dict_check import match_state_dict, strip_prefixes
 from .inputs import check_image_input
 from .optimize import optimize_for_inference
 
-__all__ = ['CdetrDetInferencer', 'init_detector', 'load_state_dict_strictly']
-
-
-def load_state_dict_strictly(model: torch.nn.Module, checkpoint: dict,
-                             source: str) -> None:
-    """Copy ``checkpoint['state_dict']`` (or ``checkpoint``) into ``model``.
-
-    Raises:
-        CheckpointMismatchError: Missing, unexpected or mismatched tensors.
-    """
-    state = strip_prefixes(checkpoint.get('state_dict', checkpoint))
-    match_state_dict(model.state_dict(), state, source)
-    model.load_state_dict(state, strict=True)
+__all__ = ['CdetrDetInferencer', 'init_detector']
 
 
 def init_detector(config: Union[str, Path, Config],

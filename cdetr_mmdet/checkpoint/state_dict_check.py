@@ -7,21 +7,50 @@ with the counts and the first offenders of each kind, unless the caller names
 the tensors it means to leave out (fine-tuning with another class count).
 """
 import re
-from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..convert.query_groups import PER_QUERY_KEYS, group_mismatch_hint
+from .query_groups import PER_QUERY_KEYS, group_mismatch_hint
 
-__all__ = ['CheckpointMismatchError', 'match_state_dict', 'selected_by',
-           'strip_prefixes']
+__all__ = ['CheckpointMismatchError', 'load_state_dict_strictly',
+           'match_state_dict', 'selected_by', 'strip_prefixes']
 
 # How many offenders of each kind the message lists.
 _SHOWN = 5
 
 
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint whose tensors do not fit the model."""
+class CheckpointMismatchError(ValueError, RuntimeError):
+    """A checkpoint does not fit the model exactly; the message lists all.
+
+    The one mismatch error of the package: strict loading (``load_from``,
+    ``--resume``, ``tools/test.py``, ``init_detector``) and the converters
+    raise it. A ``ValueError`` (the converters' type of before) and a
+    ``RuntimeError`` (the loaders'), so handlers of either still catch it.
+    The attributes are filled by the converters.
+
+    Attributes:
+        unmapped (dict[str, str]): Source key -> why it was not converted.
+        missing (list[str]): Model keys no source key filled.
+        unexpected (dict[str, str]): Converted key not in the model -> its
+            source key.
+        mismatched (dict[str, str]): Model key -> shape description.
+        collisions (dict[str, list[str]]): Model key -> source keys that all
+            mapped to it.
+    """
+
+    def __init__(self, message: str,
+                 unmapped: Optional[Dict[str, str]] = None,
+                 missing: Optional[List[str]] = None,
+                 unexpected: Optional[Dict[str, str]] = None,
+                 mismatched: Optional[Dict[str, str]] = None,
+                 collisions: Optional[Dict[str, List[str]]] = None) -> None:
+        super().__init__(message)
+        self.unmapped = unmapped or {}
+        self.missing = missing or []
+        self.unexpected = unexpected or {}
+        self.mismatched = mismatched or {}
+        self.collisions = collisions or {}
 
 
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor],
@@ -95,6 +124,7 @@ def match_state_dict(model_state: Mapping[str, torch.Tensor],
                                      model_state[k].shape[0])
                  for k in PER_QUERY_KEYS
                  if k in model_state and k in checkpoint_state
+                 and hasattr(checkpoint_state[k], 'shape')
                  and not selected_by(k, skip)
                  and checkpoint_state[k].shape != model_state[k].shape]
         problems = '; '.join(
@@ -111,3 +141,15 @@ def match_state_dict(model_state: Mapping[str, torch.Tensor],
             "count set load_from_skip = ['bbox_head.fc_cls'] in the config."
             + ''.join(' ' + hint for hint in hints if hint))
     return sorted(k for k in checkpoint_state if selected_by(k, skip))
+
+
+def load_state_dict_strictly(model: torch.nn.Module, checkpoint: dict,
+                             source: str) -> None:
+    """Copy ``checkpoint['state_dict']`` (or ``checkpoint``) into ``model``.
+
+    Raises:
+        CheckpointMismatchError: Missing, unexpected or mismatched tensors.
+    """
+    state = strip_prefixes(checkpoint.get('state_dict', checkpoint))
+    match_state_dict(model.state_dict(), state, source)
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,72 @@
+"""How closely INT8 files follow the fp32 one, detection by detection.
+
+    python tools/compare_int8.py FP32.onnx INT8.onnx [INT8b.onnx ...]
+        --images DIR [--top 10] [--backend openvino]
+
+Runs ``cdetr_runtime.Detector`` (score threshold 0, OpenVINO f32 hint, one
+thread) on every image of DIR; each of fp32's top ``--top`` detections per
+image is matched to the INT8 file's detection of the same label with the
+closest box. Prints, per INT8 file, the median and 95th percentile of the
+score and box (pixel) differences and how often the top-1 labels agree.
+Torch-free: needs only the runtime's packages.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cdetr_runtime import Detector  # noqa: E402
+
+
+def agreement(ref, out, top):
+    """Score / box differences of ``ref``'s top detections matched in ``out``."""
+    scores, boxes = [], []
+    for r, q in zip(ref, out):
+        for i in range(min(top, len(r.scores))):
+            same = np.flatnonzero(q.labels == r.labels[i])
+            if not len(same):
+                boxes.append(np.inf)  # counts as a miss in the percentiles
+                continue
+            diff = np.abs(q.boxes[same] - r.boxes[i]).max(1)  # (n,) px
+            j = same[np.argmin(diff)]
+            boxes.append(float(diff.min()))
+            scores.append(float(abs(q.scores[j] - r.scores[i])))
+    return dict(score_median=float(np.median(scores)),
+                score_p95=float(np.percentile(scores, 95)),
+                box_px_median=float(np.median(boxes)),
+                box_px_p95=float(np.percentile(boxes, 95)),
+                top1_label_agree=float(np.mean(
+                    [r.labels[0] == q.labels[0] for r, q in zip(ref, out)])))
+
+
+def main(argv=None):
+    """Compare; returns {file: stats}."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('fp32')
+    parser.add_argument('int8', nargs='+')
+    parser.add_argument('--images', required=True, help='folder of images')
+    parser.add_argument('--top', type=int, default=10)
+    parser.add_argument('--backend', default='openvino')
+    args = parser.parse_args(argv)
+    images = sorted(glob.glob(os.path.join(args.images, '*.png'))
+                    + glob.glob(os.path.join(args.images, '*.jpg')))
+    hint = 'f32' if args.backend == 'openvino' else None
+
+    def run(path):
+        return Detector(path, args.backend, 1, hint, score_thr=0.)(images)
+
+    ref = run(args.fp32)
+    stats = {}
+    for path in args.int8:
+        stats[path] = agreement(ref, run(path), args.top)
+        print(path, json.dumps(stats[path]))
+    return stats
+
+
+if __name__ == '__main__':
+    main()
