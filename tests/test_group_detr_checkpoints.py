@@ -17,7 +17,7 @@ from cdetr_mmdet.apis import init_detector
 from cdetr_mmdet.convert import (CheckpointMismatchError, build_target_model,
                                  convert_checkpoint)
 from cdetr_mmdet.checkpoint.query_groups import keep_first_group
-from cdetr_mmdet.engine import CheckpointMismatchError as LoadMismatchError
+from cdetr_mmdet.checkpoint import CheckpointMismatchError as LoadMismatchError
 from cdetr_testing import expand_to_category_rows, ours_to_official
 from conftest import ROOT, make_batch, randomize_, shrink_model_cfg
 

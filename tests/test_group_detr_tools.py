@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 
 from cdetr_mmdet.analysis import analyze_cross_attention
 from cdetr_mmdet.data import ensure_dataset
-from cdetr_mmdet.engine import CheckpointMismatchError
+from cdetr_mmdet.checkpoint import CheckpointMismatchError
 from conftest import ROOT, make_batch, randomize_
 
 TINY_CFG = ROOT / 'tests' / 'data' / 'tiny_cdetr_shapes.py'

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-from cdetr_mmdet.checkpoint_safety import safe_torch_load
-from cdetr_mmdet.checkpoint.query_groups import keep_first_group
-from cdetr_mmdet.engine import AtomicLocalBackend
+from cdetr_mmdet.checkpoint import (AtomicLocalBackend, keep_first_group,
+                                    safe_torch_load)
 
 
 def keep_first_group_file(src: Path, dst: Path, num_queries: int) -> int:
