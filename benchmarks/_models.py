@@ -38,7 +38,8 @@ MMLogger.get_current_instance().setLevel('ERROR')
 
 def model_cfg(which: str, depth: int = 50, num_layers: int = 6,
               num_queries: int = 300, num_classes: int = 80,
-              channels_last: bool = False, hf_recipe: bool = False) -> Config:
+              channels_last: bool = False, hf_recipe: bool = False,
+              group_detr: int = 1) -> Config:
     """The model config of ``which`` ('ours' or 'mmdet'), resized.
 
     Args:
@@ -54,6 +55,8 @@ def model_cfg(which: str, depth: int = 50, num_layers: int = 6,
             (``layer_cfg.attn_dropout=0``) and losses on the last decoder
             layer only (``bbox_head.aux_loss=False``) (ours only). Defaults
             to False.
+        group_detr (int): Our detector's ``group_detr`` (Group DETR's K;
+            ours only). Defaults to 1.
 
     Returns:
         Config: The model config, random backbone init.
@@ -67,9 +70,11 @@ def model_cfg(which: str, depth: int = 50, num_layers: int = 6,
     model.bbox_head.num_classes = num_classes
     model.encoder.num_layers = num_layers
     model.decoder.num_layers = num_layers
-    if (channels_last or hf_recipe) and which != 'ours':
-        raise ValueError('channels_last and hf_recipe are options of our '
-                         'detector')
+    if (channels_last or hf_recipe or group_detr > 1) and which != 'ours':
+        raise ValueError('channels_last, hf_recipe and group_detr are '
+                         'options of our detector')
+    if group_detr > 1:
+        model.group_detr = group_detr
     if channels_last:
         model.channels_last = True
     if hf_recipe:
@@ -98,9 +103,15 @@ def load_mmdet_weights(model: torch.nn.Module,
     """Load mmdet ``ConditionalDETR`` weights into ``model`` (strict).
 
     ``model`` is mmdet's (keys as they are) or ours (keys converted by the
-    checkpoint converter's strict mmdet path).
+    checkpoint converter's strict mmdet path). A Group DETR model (ours,
+    ``group_detr=K``) gets the mmdet queries in each of its K groups (the
+    values do not matter for timing; the shapes must).
     """
     if isinstance(model, CdetrConditionalDETR):
+        if model.group_detr > 1:
+            state_dict = dict(state_dict)
+            state_dict['query_embedding.weight'] = state_dict[
+                'query_embedding.weight'].repeat(model.group_detr, 1)
         state_dict = convert_state_dict(state_dict, 'mmdet', model,
                                         description='the mmdet weights')
     model.load_state_dict(state_dict, strict=True)

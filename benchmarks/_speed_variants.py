@@ -5,6 +5,7 @@ import dataclasses
 import gc
 import os
 import platform
+import re
 import resource
 import time
 from typing import Callable, Dict
@@ -21,7 +22,7 @@ STAGES = ('backbone+neck', 'encoder', 'decoder', 'head+loss', 'matcher',
           'optimizer')
 OPTIONS = {'amp': ('mmdet', 'ours', 'hf'), 'cl': ('ours', ),
            'opt': ('ours', ), 'compile': ('ours', ), 'hfrecipe': ('ours', ),
-           'official': ('hf', )}
+           'official': ('hf', ), 'gK': ('ours', )}
 # torch.compile'd parts of ours: the transformer and the head (issue 15).
 COMPILED_PARTS = ('encoder', 'decoder', 'bbox_head')
 
@@ -36,6 +37,7 @@ class VariantSpec:
     compile: bool = False
     hf_recipe: bool = False
     official: bool = False
+    group_detr: int = 1  # ':g11': Group DETR with K = 11 (ours only)
 
     @property
     def name(self) -> str:
@@ -45,7 +47,9 @@ class VariantSpec:
                                     ('opt', self.optimize),
                                     ('compile', self.compile),
                                     ('hfrecipe', self.hf_recipe),
-                                    ('official', self.official)) if on]
+                                    ('official', self.official),
+                                    (f'g{self.group_detr}',
+                                     self.group_detr > 1)) if on]
         return self.base + (':' + '+'.join(opts) if opts else '')
 
     @classmethod
@@ -62,8 +66,13 @@ class VariantSpec:
         if base not in ('mmdet', 'ours', 'hf'):
             raise ValueError(f'bad variant {text!r}: NAME must be mmdet, '
                              'ours or hf')
+        groups = [opt for opt in opts if re.fullmatch(r'g[1-9]\d*', opt)]
+        opts -= set(groups)
+        if len(groups) > 1 or (groups and base != 'ours'):
+            raise ValueError(f'bad variant {text!r}: one gK (Group DETR '
+                             'groups) option, of ours only')
         for opt in sorted(opts):
-            if opt not in OPTIONS:
+            if opt not in OPTIONS or opt == 'gK':
                 raise ValueError(f'bad variant {text!r}: unknown option '
                                  f'{opt!r} ({", ".join(OPTIONS)})')
             if base not in OPTIONS[opt]:
@@ -73,7 +82,8 @@ class VariantSpec:
                    channels_last=('cl' in opts or
                                   (channels_last and base == 'ours')),
                    optimize='opt' in opts, compile='compile' in opts,
-                   hf_recipe='hfrecipe' in opts, official='official' in opts)
+                   hf_recipe='hfrecipe' in opts, official='official' in opts,
+                   group_detr=int(groups[0][1:]) if groups else 1)
 
 
 def timed(sync: Callable, fn: Callable):
@@ -252,6 +262,8 @@ def build_model(spec: VariantSpec, args) -> torch.nn.Module:
                 num_queries=args.queries)
     if spec.base == 'hf':
         return _models.build_hf_model(spec.official, args.seed, **size)
+    if spec.group_detr > 1:
+        size['group_detr'] = spec.group_detr
     model = _models.build_model(spec.base, args.seed,
                                 channels_last=spec.channels_last,
                                 hf_recipe=spec.hf_recipe, **size)
@@ -376,3 +388,47 @@ def measure_memory_child(args, spec: VariantSpec) -> dict:
     return dict(method=method, before_mb=before / 2**20,
                 peak_mb=peak / 2**20, growth_mb=(peak - before) / 2**20,
                 process_peak_rss_mb=process_peak / 2**20)
+
+
+def _count_cpu_sdpa() -> None:
+    """Teach ``FlopCounterMode`` the CPU fused attention (it skips it).
+
+    Our attention calls ``scaled_dot_product_attention`` without dropout;
+    on CPU that dispatches to ``_scaled_dot_product_flash_attention_for_cpu``,
+    which torch's FLOP registry lacks (counted as 0); the CUDA kernels are
+    registered. Same formulas as torch's own SDPA entries.
+    """
+    from torch.utils import flop_counter as fc
+    aten = torch.ops.aten
+    fwd = getattr(aten, '_scaled_dot_product_flash_attention_for_cpu', None)
+    bwd = getattr(aten, '_scaled_dot_product_flash_attention_for_cpu_backward',
+                  None)
+    if fwd is not None and fwd not in fc.flop_registry:
+        fc.register_flop_formula(fwd)(
+            lambda q, k, v, *args, out_shape=None, **kwargs:
+            fc.sdpa_flop_count(q, k, v))
+    if bwd is not None and bwd not in fc.flop_registry:
+        fc.register_flop_formula(bwd)(
+            lambda grad, q, k, v, *args, out_shape=None, **kwargs:
+            fc.sdpa_backward_flop_count(grad, q, k, v))
+
+
+def train_flops(v: Variant) -> int:
+    """FLOPs of one training forward + backward of ``v`` (no optimiser step).
+
+    Counted by torch's ``FlopCounterMode`` (matrix products, convolutions,
+    attention); element-wise work, the matcher and the optimiser are not
+    FLOPs it counts, so the ratio of two variants is the bound the added
+    matrix work sets (Group DETR: K times the decoder and head, the
+    backbone and encoder once).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    _count_cpu_sdpa()
+    v.model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with v.autocast():
+            loss = v.loss()
+        loss.backward()
+    v.model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()

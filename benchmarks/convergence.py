@@ -24,6 +24,13 @@ Full run (docs/convergence.md)::
 CI smoke run (a handful of tiny images, 2 epochs, 1 seed)::
 
     python benchmarks/convergence.py --quick --out-dir /tmp/conv
+
+Group DETR (docs/group_detr.md): ``--group-detr 3 6 11`` adds our model with
+``model.group_detr=K`` for each K (runs ``ours_g3``, ...; the same config,
+data, recipe and seeds as ``ours``, whose K = 1 curve it is compared with)::
+
+    python benchmarks/convergence.py --models ours detr --group-detr 3 6 11 \
+        --seeds 0 1 2 --out-dir work_dirs/convergence
 """
 import argparse
 import json
@@ -46,6 +53,7 @@ MODELS = {
     'mmdet_cdetr': ('mmdet_conditional_detr_r18_shapes_d256.py', 'ConditionalDETR (mmdet)'),
 }
 COLORS = {'ours': 'tab:red', 'detr': 'tab:blue', 'mmdet_cdetr': 'tab:green'}
+GROUP_COLORS = ('tab:orange', 'tab:purple', 'tab:brown', 'tab:pink', 'tab:olive')
 METRICS = {'AP': 'coco/bbox_mAP', 'AP50': 'coco/bbox_mAP_50', 'AP75': 'coco/bbox_mAP_75'}
 FULL = dict(num_train=1000, num_val=200, epochs=30, eval_interval=1, seeds=[0, 1], jobs=2)
 QUICK = dict(num_train=8, num_val=4, epochs=2, eval_interval=1, seeds=[0], jobs=3)
@@ -71,17 +79,35 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help=f'evaluate every N epochs ({FULL["eval_interval"]})')
     parser.add_argument('--seeds', type=int, nargs='+', help=f'training seeds ({FULL["seeds"]})')
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
+    parser.add_argument('--group-detr', type=int, nargs='+', default=[], metavar='K',
+                        help='also train ours with model.group_detr=K for each K (runs ours_gK)')
     parser.add_argument('--jobs', type=int, help=f'runs trained at once ({FULL["jobs"]})')
     parser.add_argument('--threads', type=int, default=1, help='torch threads per run (1)')
     parser.add_argument('--report-only', action='store_true',
                         help='train nothing; rebuild JSON, PNG and tables from the runs so far')
     parser.add_argument('--train-one', nargs=2, metavar=('MODEL', 'SEED'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if any(k < 2 for k in args.group_detr):
+        parser.error('--group-detr: K >= 2 (K = 1 is ours)')
+    args.models = list(dict.fromkeys(args.models + [f'ours_g{k}' for k in args.group_detr]))
     defaults = QUICK if args.quick else FULL
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+def model_info(model: str) -> Tuple[str, str, int]:
+    """(config file in ``configs/convergence/``, legend label, Group DETR K) of a run name.
+
+    ``ours_gK`` is ``ours`` with ``model.group_detr=K``; other names are :data:`MODELS`'.
+    """
+    if model in MODELS:
+        return (*MODELS[model], 1)
+    if model.startswith('ours_g') and model[6:].isdigit():
+        k = int(model[6:])
+        return MODELS['ours'][0], f'Conditional DETR + Group DETR K={k} (ours)', k
+    raise KeyError(f'unknown model {model!r}: {", ".join(MODELS)} or ours_gK')
 
 
 def settings(args: argparse.Namespace) -> Dict:
@@ -161,7 +187,10 @@ def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
 
     out_dir = Path(args.out_dir).resolve()
     work_dir = run_dir(out_dir, model, seed)
-    cfg = Config.fromfile(str(CONFIG_DIR / MODELS[model][0]))
+    config, _, group_detr = model_info(model)
+    cfg = Config.fromfile(str(CONFIG_DIR / config))
+    if group_detr > 1:
+        cfg.model.group_detr = group_detr
     configure_run(cfg, out_dir, work_dir, seed, args.epochs, args.eval_interval)
     cfg.resume = True  # from work_dir/last_checkpoint if there is one, else from scratch
     if args.quick:
@@ -278,7 +307,8 @@ def summarise(args: argparse.Namespace, wall_s: float) -> Dict:
             values = [[per_epoch[s][e][key] for s in per_epoch] for e in epochs]
             stats[key] = dict(mean=[sum(v) / len(v) for v in values],
                               min=[min(v) for v in values], max=[max(v) for v in values])
-        models[model] = dict(label=MODELS[model][1], config=f'configs/convergence/{MODELS[model][0]}',
+        config, label, group_detr = model_info(model)
+        models[model] = dict(label=label, config=f'configs/convergence/{config}', group_detr=group_detr,
                              epochs=epochs, runs=runs, **stats,
                              train_s={s: rows[-1]['train_s'] if rows else None
                                       for s, rows in runs.items()})
@@ -315,7 +345,8 @@ def plot(result: Dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key in zip(axes, ('AP', 'AP50')):
         for model, data in result['models'].items():
-            color = COLORS[model]
+            color = COLORS.get(model) or GROUP_COLORS[
+                sorted(result['models']).index(model) % len(GROUP_COLORS)]
             for rows in data['runs'].values():
                 ax.plot([r['epoch'] for r in rows], [r[key] for r in rows], color=color,
                         lw=0.7, alpha=0.45)

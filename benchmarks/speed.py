@@ -36,11 +36,22 @@ against ``mmdet`` and ``hf``. ``--breakdown`` also times (ours and mmdet)
 backbone+neck, encoder, decoder (forward+backward each), head+loss, the
 matcher alone (on the same detached predictions) and the optimiser step.
 
+Group DETR (``ours:gK``, e.g. ``ours:g11``: ``model.group_detr=11``): with a
+``gK`` variant, plain ``ours`` (K = 1) is added and becomes a third reference
+(``x ours``), and every ``ours`` variant's training FLOPs are counted once
+(``torch.utils.flop_counter``: forward + backward; matrix products,
+convolutions and attention). Their ratio is the bound the added decoder work
+sets (K times the decoder, head and their backward; backbone and encoder
+once), printed beside the measured step-time and memory ratios; what the
+matching, the losses and the K-group bookkeeping add is the difference.
+
 Example (the defaults: R50, batch 2, 512x512 on CPU, 800x1216 on CUDA)::
 
     python benchmarks/speed.py --threads 2 --out speed.json
     python benchmarks/speed.py --variants mmdet,ours,ours:amp+cl --breakdown
     python benchmarks/speed.py --variants mmdet,ours,hf --profile 25
+    python benchmarks/speed.py --variants ours,ours:g11 --size 512 --profile 25
+    python benchmarks/speed.py --variants ours,ours:g11 --size 800x1216
 """
 import argparse
 import json
@@ -111,6 +122,9 @@ def parse_args(argv=None):
         parser.error(str(err))
     if args.memory_child is None and 'mmdet' not in [s.name for s in specs]:
         specs.insert(0, sv.VariantSpec('mmdet'))
+    if any(s.group_detr > 1 for s in specs) and sv.VariantSpec('ours') \
+            not in specs and args.memory_child is None:
+        specs.insert(1, sv.VariantSpec('ours'))  # Group DETR's K = 1
     args.variants = list(dict.fromkeys(specs))  # unique, in order
     return args
 
@@ -151,8 +165,17 @@ def ratio(value, reference):
     return value / reference if reference else float('nan')
 
 
-def collect(args, variants, load):
-    """The results dict: per-variant summaries, memory and ratios."""
+def references(args):
+    """mmdet, hf and, with a Group DETR variant, ours (K = 1)."""
+    grouped = any(s.group_detr > 1 for s in args.variants)
+    return REFERENCES + (('ours', ) if grouped else ())
+
+
+def collect(args, variants, load, flops=None):
+    """The results dict: per-variant summaries, memory and ratios.
+
+    ``flops``: training FLOPs per variant name (Group DETR runs), if any.
+    """
     results = dict(config={k: v for k, v in vars(args).items()
                            if k not in ('memory_child', 'argv')},
                    machine=sv.machine_info(args.device), load_avg=load,
@@ -171,7 +194,9 @@ def collect(args, variants, load):
             results['variants'][spec.name]['memory'] = measure_memory(
                 args, spec)
     results['ratios'] = {}
-    for ref_name in REFERENCES:
+    for name, count in (flops or {}).items():
+        results['variants'][name]['train_flops'] = count
+    for ref_name in references(args):
         ref = results['variants'].get(ref_name)
         if ref is None:
             continue
@@ -183,13 +208,18 @@ def collect(args, variants, load):
             for name, res in results['variants'].items():
                 results['ratios'][ref_name][name]['memory'] = ratio(
                     res['memory']['growth_mb'], ref['memory']['growth_mb'])
+        if 'train_flops' in ref:
+            for name, res in results['variants'].items():
+                if 'train_flops' in res:
+                    results['ratios'][ref_name][name]['train_flops'] = ratio(
+                        res['train_flops'], ref['train_flops'])
     results['load_avg']['after_memory'] = os.getloadavg()
     return results
 
 
 def report(args, results):
     """Print the table (and the breakdown) of ``results``."""
-    refs = [r for r in REFERENCES if r in results['ratios']]
+    refs = [r for r in references(args) if r in results['ratios']]
     head = f"{'variant':<16}{'train s med [min, max]':>25}"
     head += ''.join(f'{"x " + r:>8}' for r in refs)
     head += f"{'infer s med [min, max]':>25}"
@@ -209,6 +239,18 @@ def report(args, results):
                            for r in refs)
             row += f"{res['memory']['process_peak_rss_mb']:>8.0f}"
         lines.append(row)
+    for name, res in results['variants'].items():
+        if 'train_flops' not in res or name == 'ours':
+            continue
+        vs = results['ratios']['ours'][name]
+        memory = (f", memory x{vs['memory']:.2f}" if 'memory' in vs else '')
+        lines.append(
+            f"Group DETR {name} vs ours (K = 1): train step x{vs['train']:.2f}"
+            f"{memory}, inference x{vs['infer']:.2f}; FLOP bound of the added "
+            f"decoder work x{vs['train_flops']:.2f} "
+            f"({res['train_flops'] / 1e9:.1f} vs "
+            f"{results['variants']['ours']['train_flops'] / 1e9:.1f} GFLOP "
+            'per training forward + backward)')
     if args.breakdown:
         lines += ['', sv.breakdown_table(results['variants'])]
     load = results['load_avg']
@@ -242,8 +284,11 @@ def main(argv=None):
                    args, sync)
     tables = (sv.profile_tables(variants, sync, args.profile)
               if args.profile else {})
+    flops = ({v.spec.name: sv.train_flops(v) for v in variants
+              if v.spec.base == 'ours'}
+             if 'ours' in references(args) else None)  # Group DETR runs
     load['after'] = os.getloadavg()
-    results = collect(args, variants, load)
+    results = collect(args, variants, load, flops)
     results['profiles'] = tables
     for name, table in tables.items():
         print(f'--- {name}: one training step, top self-CPU ops\n{table}')

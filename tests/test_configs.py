@@ -99,3 +99,61 @@ def test_coco_configs_follow_the_paper(backbone, epochs):
     assert cfg.train_dataloader.batch_size == (1 if dc5 else 2)
     assert cfg.auto_scale_lr.base_batch_size == (8 if dc5 else 16)
     assert cfg.data_root == 'data/coco/'
+
+
+# Group DETR (configs/group_detr/): backbone, epochs, lr drop (the paper's and
+# the official GroupDETR branch's 12-epoch script: drop after epoch 11).
+GROUP_DETR = {'r50_group11_12e': ('r50', 12, 11),
+              'r50_group11_50e': ('r50', 50, 40),
+              'r50_dc5_group11_12e': ('r50_dc5', 12, 11),
+              'r50_dc5_group11_50e': ('r50_dc5', 50, 40)}
+
+
+@pytest.mark.parametrize('name', GROUP_DETR)
+def test_group_detr_configs(name):
+    backbone, epochs, drop = GROUP_DETR[name]
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'group_detr' /
+                              f'conditional_detr_{name}.py'))
+    depth, backbone_type = BACKBONES[backbone]
+    assert (cfg.model.backbone.depth,
+            cfg.model.backbone.type) == (depth, backbone_type)
+    assert cfg.model.group_detr == 11 and cfg.model.num_queries == 300
+    assert cfg.train_cfg.max_epochs == epochs
+    assert cfg.param_scheduler[0].end == epochs
+    assert cfg.param_scheduler[0].milestones == [drop]
+    dc5 = backbone.endswith('dc5')  # 8 GPUs x 1 image, else 8 x 2
+    assert cfg.train_dataloader.batch_size == (1 if dc5 else 2)
+    assert cfg.auto_scale_lr.base_batch_size == (8 if dc5 else 16)
+    # Everything but the groups (and the schedule) is the K = 1 config's.
+    plain = Config.fromfile(str(ROOT / 'configs' /
+                                f'conditional_detr_{backbone}_50e.py'))
+    plain.model.group_detr = 11
+    assert cfg.model.to_dict() == plain.model.to_dict()
+    assert cfg.optim_wrapper.to_dict() == plain.optim_wrapper.to_dict()
+
+
+# mmdet's own DETR / ConditionalDETR twins (benchmarks, demo) have no groups.
+MMDET_TWINS = ('detr_r18_shapes.py', 'detr_r18_shapes_d256.py',
+               'mmdet_conditional_detr_r18_shapes_d256.py')
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_group_detr_option_reaches_every_config(path):
+    """``--cfg-options model.group_detr=K`` means our detector's argument."""
+    cfg = Config.fromfile(str(path))
+    if path.name in MMDET_TWINS:
+        assert cfg.model.type in ('DETR', 'ConditionalDETR')
+        return
+    assert cfg.model.type == 'CdetrConditionalDETR'
+    cfg.merge_from_dict({'model.group_detr': 3})
+    assert cfg.model.group_detr == 3
+
+
+def test_group_detr_option_builds_k_groups():
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' /
+                              'conditional_detr_r18_shapes.py'))
+    cfg.merge_from_dict({'model.group_detr': 3})
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    assert model.query_embedding.weight.shape[0] == 3 * cfg.model.num_queries
+    assert model.decoder.num_groups == model.bbox_head.num_groups == 3

@@ -65,3 +65,18 @@ def test_quick_run_writes_results_and_plot_then_resumes(tmp_path):
     rows = [json.loads(line) for line in
             (tmp_path / 'init' / 'seed0' / 'metrics.jsonl').read_text().splitlines()]
     assert [row['epoch'] for row in rows] == [1] and 0.0 <= rows[0]['AP'] <= 1.0
+
+
+def test_quick_run_trains_group_detr_variants(tmp_path):
+    """--group-detr K adds ours with model.group_detr=K (run ``ours_gK``)."""
+    proc = subprocess.run([sys.executable, str(SCRIPT), '--quick', '--models', 'ours',
+                           '--group-detr', '2', '--out-dir', str(tmp_path)],
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / 'convergence.json').read_text())
+    assert list(result['models']) == ['ours', 'ours_g2']
+    assert result['models']['ours_g2']['group_detr'] == 2
+    assert result['models']['ours_g2']['epochs'] == [1, 2]
+    log = (tmp_path / 'runs' / 'ours_g2_seed0' / 'train.log').read_text()
+    assert 'group_detr=2' in log  # the run's dumped config
+    assert (tmp_path / 'convergence.png').is_file()

@@ -151,3 +151,26 @@ def test_dropout_ab_times_both_arms_and_restores_attention(capsys):
     out = capsys.readouterr().out
     assert '--- old' in out and 'aten::bernoulli_' in out  # PyTorch's masks in the old arm
     assert '--- new' in out
+
+
+def test_group_detr_variant_reports_time_memory_and_flop_bound(
+        monkeypatch, tmp_path, capsys):
+    """':gK' adds plain ours as the K = 1 reference and counts FLOPs."""
+    spec = sv.VariantSpec.parse('ours:g11+amp')
+    assert spec.group_detr == 11 and spec.name == 'ours:amp+g11'
+    assert sv.VariantSpec.parse(spec.name) == spec  # the memory child's name
+    for text in ('mmdet:g3', 'ours:g2+g3', 'ours:gK'):
+        with pytest.raises(ValueError):
+            sv.VariantSpec.parse(text)
+    monkeypatch.chdir(tmp_path)
+    result = speed.main([*TINY, '--steps', '1', '--warmup', '0',
+                         '--variants', 'ours:g3'])
+    assert list(result['variants']) == ['mmdet', 'ours', 'ours:g3']
+    model = sv.build_model(sv.VariantSpec.parse('ours:g3'),
+                           speed.parse_args(TINY))
+    assert model.query_embedding.weight.shape[0] == 3 * 10
+    vs = result['ratios']['ours']['ours:g3']
+    assert {'train', 'infer', 'memory', 'train_flops'} <= set(vs)
+    assert vs['train_flops'] > 1  # K times the decoder and head
+    assert result['variants']['mmdet'].get('train_flops') is None
+    assert 'FLOP bound of the added decoder work' in capsys.readouterr().out

@@ -23,6 +23,8 @@ from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
 import torch
 from mmengine.logging import print_log
 
+from .query_groups import PER_QUERY_KEYS, group_mismatch_hint
+
 __all__ = ['CheckpointMismatchError', 'annotate_load', 'check_load_into',
            'load_state_dict_strictly', 'match_state_dict', 'selected_by', 'strip_prefixes']
 
@@ -136,6 +138,13 @@ def match_state_dict(model_state: Mapping[str, torch.Tensor],
         and not selected_by(k, skip)
     ]
     if missing or unexpected or mismatched:
+        hints = [group_mismatch_hint(k, checkpoint_state[k].shape[0],
+                                     model_state[k].shape[0])
+                 for k in PER_QUERY_KEYS
+                 if k in model_state and k in checkpoint_state
+                 and hasattr(checkpoint_state[k], 'shape')
+                 and not selected_by(k, skip)
+                 and checkpoint_state[k].shape != model_state[k].shape]
         problems = '; '.join(
             _listing(kind, keys) for kind, keys in (
                 ('missing keys', missing), ('unexpected keys', unexpected),
@@ -147,7 +156,8 @@ def match_state_dict(model_state: Mapping[str, torch.Tensor],
             f'{problems}. Check that the config matches the checkpoint '
             '(architecture, num_classes); convert foreign checkpoints with '
             'tools/convert_checkpoint.py; to fine-tune with another class '
-            "count set load_from_skip = ['bbox_head.fc_cls'] in the config.")
+            "count set load_from_skip = ['bbox_head.fc_cls'] in the config."
+            + ''.join(' ' + hint for hint in hints if hint))
     return sorted(k for k in checkpoint_state if selected_by(k, skip))
 
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..checkpoint import CheckpointMismatchError, safe_torch_load
 from .key_rules import Renamed
+from ..checkpoint.query_groups import group_mismatch_hint
 
 PathLike = Union[str, Path]
 
@@ -161,6 +162,9 @@ def check_and_fill(renamed: Renamed, target: Mapping[str, Tensor],
                     'category id) are reduced to the 80 COCO classes, or '
                     'kept whole with --keep-91-classes (which builds the '
                     'model with num_classes=91).']
+        hint += [f'  {text}' for key in mismatched for text in [
+            group_mismatch_hint(key, tensors[key].shape[0],
+                                target[key].shape[0])] if text]
         raise CheckpointMismatchError(
             '\n'.join([f'{description} does not match the model exactly:',
                        *lines, *hint]),

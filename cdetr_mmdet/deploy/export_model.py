@@ -17,9 +17,10 @@ class CdetrExportModel(nn.Module):
     Down-samples the input padding mask to the feature map (the detector
     builds it from the data samples' ``img_shape``, which a graph cannot
     take), runs the detector's backbone, its transformer core
-    (:class:`ConditionalDETRTransformer`, the detector's own forward) and the
-    head's own box decoding and top-k, and scales the boxes by each
-    image's unpadded size, read from the mask (images sit top-left, as
+    (:class:`ConditionalDETRTransformer`, the detector's own forward; in
+    eval mode, so a Group DETR model runs its first query group only, as a
+    K = 1 model made of it) and the head's own box decoding and top-k, and
+    scales the boxes by each image's unpadded size, read from the mask (images sit top-left, as
     mmdet's ``DetDataPreprocessor`` pads them).
 
     Args:

@@ -158,6 +158,14 @@ class CdetrTransformerDecoder(BaseModule):
             Defaults to 'diagonal'.
         num_queries (int, optional): Object queries; required by (and only
             allowed with) ``reference='learned'``. Defaults to None.
+        num_groups (int): Group DETR's K, filled in by
+            ``CdetrConditionalDETR`` from its ``group_detr``. In training
+            mode the decoder takes K groups of N queries and each layer's
+            self-attention stays inside a group; in eval mode it takes one
+            group (as the official GroupDETR branch). With the learned
+            reference (:class:`~.variants.CdetrLearnedReference`, which gets
+            it too) every one of the K * N queries has its own reference
+            point (eval: the first N). Defaults to 1.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
@@ -166,10 +174,24 @@ class CdetrTransformerDecoder(BaseModule):
                  spatial_query: Union[str, dict] = 'csq',
                  transform: str = 'diagonal',
                  num_queries: Optional[int] = None,
+                 num_groups: int = 1,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError('CdetrTransformerDecoder: num_groups must be an '
+                             f'int >= 1, got {num_groups!r}')
+        self.num_groups = num_groups
         reference_cfg, spatial_cfg = _variant_cfgs(
             reference, spatial_query, transform, num_queries)
+        if num_groups > 1 and reference_cfg.get(
+                'type') == 'CdetrLearnedReference':
+            if reference_cfg.get('num_groups', num_groups) != num_groups:
+                raise ValueError(
+                    'CdetrTransformerDecoder: the learned reference has '
+                    f"num_groups={reference_cfg['num_groups']}, the decoder "
+                    f'{num_groups}; set model.group_detr only')
+            # One free reference point per query of every group.
+            reference_cfg['num_groups'] = num_groups
         layer_cfg = dict(layer_cfg or {})
         if 'is_first' in layer_cfg:
             raise KeyError('decoder.layer_cfg must not set "is_first": the '
@@ -202,6 +224,10 @@ class CdetrTransformerDecoder(BaseModule):
         self.__dict__[name] = variant
         for child_name, child in variant.named_children():
             self.add_module(child_name, child)
+
+    def active_groups(self) -> int:
+        """Groups of the current mode: K in training, 1 in eval (Group DETR)."""
+        return self.num_groups if self.training else 1
 
     def ref_sine_embed(self, reference: Tensor) -> Tensor:
         """Sine embedding of reference points, d / 2 features per axis.
@@ -245,13 +271,22 @@ class CdetrTransformerDecoder(BaseModule):
             tuple[Tensor, Tensor]: ``hidden_states``, every layer's normalised
             output, (num_layers, bs, num_queries, d); ``references``, the
             reference points s, (bs, num_queries, 2).
+
+        Raises:
+            ValueError: In training mode with K groups, ``num_queries`` is
+                not a multiple of K.
         """
+        groups = self.active_groups()  # Group DETR: K in training, else 1
+        if query_pos.shape[1] % groups:
+            raise ValueError(f'{query_pos.shape[1]} object queries do not '
+                             f'split into {groups} groups (decoder.num_groups)')
         references = self.reference_source(query_pos)  # (bs, nq, 2)
         ref_sine_embed = self.ref_sine_embed(references)  # (bs, nq, d)
         hidden_states = []
         for layer in self.layers:
             if self.spatial_query.from_self_attn:  # T from c_q (CSQ-I)
-                c_q = layer.self_attn_block(query, query_pos)  # (bs, nq, d)
+                c_q = layer.self_attn_block(query, query_pos,
+                                            groups)  # (bs, nq, d)
                 query = layer.cross_ffn_block(
                     c_q, memory, query_pos, memory_pos,
                     self.spatial_query(layer.is_first, ref_sine_embed, query,
@@ -260,6 +295,6 @@ class CdetrTransformerDecoder(BaseModule):
                 query = layer(query, memory, query_pos, memory_pos,
                               self.spatial_query(layer.is_first,
                                                  ref_sine_embed, query),
-                              memory_mask)
+                              memory_mask, groups)
             hidden_states.append(self.norm(query))
         return torch.stack(hidden_states), references

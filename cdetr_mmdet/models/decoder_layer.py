@@ -53,7 +53,8 @@ class ConditionalDecoderLayer(nn.Module):
 
     def forward(self, query: Tensor, memory: Tensor, query_pos: Tensor,
                 memory_pos: Tensor, ref_sine_embed: Tensor,
-                memory_mask: Optional[Tensor] = None) -> Tensor:
+                memory_mask: Optional[Tensor] = None,
+                num_groups: int = 1) -> Tensor:
         """Refine the content queries once.
 
         Args:
@@ -64,22 +65,41 @@ class ConditionalDecoderLayer(nn.Module):
             ref_sine_embed (Tensor): Conditional spatial embedding (sine of
                 the reference point times T), (bs, num_queries, d).
             memory_mask (Tensor, optional): (bs, num_keys), True at padding.
+            num_groups (int): Group DETR: self-attention stays inside each of
+                ``num_groups`` consecutive blocks of queries (see
+                :meth:`self_attn_block`). Defaults to 1.
 
         Returns:
             Tensor: Updated content queries, (bs, num_queries, d).
         """
-        query = self.self_attn_block(query, query_pos)
+        query = self.self_attn_block(query, query_pos, num_groups)
         return self.cross_ffn_block(query, memory, query_pos, memory_pos,
                                     ref_sine_embed, memory_mask)
 
-    def self_attn_block(self, query: Tensor, query_pos: Tensor) -> Tensor:
+    def self_attn_block(self, query: Tensor, query_pos: Tensor,
+                        num_groups: int = 1) -> Tensor:
         """``norm1(query + self_attn)``: the content query ``c_q``.
 
         Split from :meth:`forward` so the decoder can predict T from ``c_q``
         (the paper's CSQ-I ablation). Shapes as in :meth:`forward`.
+
+        Group DETR: the ``num_queries = K * N`` queries are K groups of N
+        consecutive rows, and a query attends only to its own group's. The
+        groups are moved into the batch, (bs, K * N, d) -> (bs * K, N, d),
+        rather than masked: no K N x K N attention is formed (the official
+        GroupDETR branch does the same with its sequence-first tensors).
+        ``num_groups=1`` takes the ungrouped call itself: even a no-op
+        reshape would add autograd nodes and reorder the gradient sums.
         """
-        return self.norm1(
-            query + self.dropout1(self.self_attn(query, query_pos)))
+        if num_groups == 1:
+            attn = self.self_attn(query, query_pos)
+        else:
+            bs, num_queries, dims = query.shape
+            grouped = (bs * num_groups, num_queries // num_groups, dims)
+            attn = self.self_attn(query.reshape(grouped),
+                                  query_pos.reshape(grouped)).reshape(
+                                      bs, num_queries, dims)  # from (bs*K, N, d)
+        return self.norm1(query + self.dropout1(attn))
 
     def cross_ffn_block(self, query: Tensor, memory: Tensor, query_pos: Tensor,
                         memory_pos: Tensor, ref_sine_embed: Tensor,

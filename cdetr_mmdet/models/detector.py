@@ -53,7 +53,8 @@ class CdetrConditionalDETR(DETR):
     Config keys: ``encoder`` (kwargs of :class:`CdetrTransformerEncoder`),
     ``decoder`` (a ``MODELS`` config, e.g. ``CdetrTransformerDecoder``),
     ``positional_encoding`` (mmdet ``SinePositionalEncoding``),
-    ``channels_last``, ``frozen_channels_last`` (see below), plus mmdet
+    ``channels_last``, ``frozen_channels_last``, ``group_detr`` (see below),
+    plus mmdet
     ``DETR``'s ``backbone``,
     ``neck``, ``bbox_head``, ``num_queries``, ``train_cfg``, ``test_cfg``,
     ``data_preprocessor``.
@@ -65,11 +66,36 @@ class CdetrConditionalDETR(DETR):
         frozen_channels_last (bool): On CPU, run the frozen part of an mmdet
             ``ResNet`` backbone (all of it under ``torch.no_grad``) in NHWC.
             Defaults to True. Both: :mod:`cdetr_mmdet.speedups.channels_last`.
+        group_detr (int): Group DETR's K (Chen et al., arXiv 2207.13085; the
+            official GroupDETR branch's ``--group_detr``): in training, K
+            groups of ``num_queries`` object queries (``query_embedding``
+            has K * N rows), self-attention inside each group, one-to-one
+            matching per group and loss normalisers times K; the reference
+            MLP, decoder layers and head are shared. In eval mode (predict,
+            test, export, attention tools) only the first N rows are used:
+            the same computation as a K = 1 model made of them. Filled into
+            the core (``ConditionalDETRTransformer.num_groups``),
+            ``decoder.num_groups`` and ``bbox_head.num_groups``. Defaults to
+            1 (Conditional DETR as published). See docs/group_detr.md.
         *args, **kwargs: mmdet ``DETR``'s arguments.
     """
 
     def __init__(self, *args, channels_last: bool = False,
-                 frozen_channels_last: bool = True, **kwargs) -> None:
+                 frozen_channels_last: bool = True, group_detr: int = 1,
+                 **kwargs) -> None:
+        if not isinstance(group_detr, int) or group_detr < 1:
+            raise ValueError(f'group_detr must be an int >= 1, got '
+                             f'{group_detr!r}')
+        for part in ('decoder', 'bbox_head'):
+            if 'num_groups' in (kwargs.get(part) or {}):
+                raise KeyError(f'model.{part}.num_groups must not be set: '
+                               'set model.group_detr, which fills it in')
+        # Read by _init_layers, which mmdet's __init__ calls.
+        self.group_detr = group_detr
+        if group_detr > 1 and kwargs.get('bbox_head') is not None:
+            # The head matches and normalises per group (K = 1: untouched).
+            kwargs['bbox_head'] = dict(kwargs['bbox_head'],
+                                       num_groups=group_detr)
         super().__init__(*args, **kwargs)
         self.channels_last = channels_last
         self.frozen_channels_last = frozen_channels_last
@@ -100,12 +126,14 @@ class CdetrConditionalDETR(DETR):
             decoder_cfg['reference'] = dict(reference)
             decoder_cfg['reference'].setdefault('num_queries',
                                                 self.num_queries)
+        if self.group_detr > 1:  # grouped self-attention (K = 1: untouched)
+            decoder_cfg['num_groups'] = self.group_detr
         core = ConditionalDETRTransformer(
             encoder=MODELS.build(self.encoder),
             decoder=MODELS.build(decoder_cfg),
             positional_encoding=SinePositionalEncoding(
                 **self.positional_encoding),
-            num_queries=self.num_queries)
+            num_queries=self.num_queries, num_groups=self.group_detr)
         self.__dict__['transformer'] = core  # not a child: no key prefix
         # The registration order is the state-dict key order of before.
         self.positional_encoding = core.positional_encoding

@@ -55,6 +55,13 @@ class CdetrHead(BaseModule):
             the official default) or on the last one only (False, the
             official ``--no_aux_loss`` and Hugging Face's default). Defaults
             to True.
+        num_groups (int): Group DETR's K, filled in by
+            ``CdetrConditionalDETR`` from its ``group_detr``: in training
+            mode the queries are K groups of N, each matched one-to-one
+            against all ground truths of its image (every layer), and every
+            loss is normalised by K times the box count (the official
+            GroupDETR ``SetCriterion``); in eval mode one group. Defaults
+            to 1.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
@@ -68,8 +75,13 @@ class CdetrHead(BaseModule):
             train_cfg: Optional[dict] = None,
             test_cfg: Optional[dict] = None,
             aux_loss: bool = True,
+            num_groups: int = 1,
             init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError(f'CdetrHead: num_groups must be an int >= 1, '
+                             f'got {num_groups!r}')
+        self.num_groups = num_groups
         self.num_classes = num_classes
         self.aux_loss = aux_loss
         self.embed_dims = embed_dims
@@ -157,14 +169,18 @@ class CdetrHead(BaseModule):
             gt_labels.append(sample.gt_instances.labels)
             gt_bboxes.append(  # (num_gts_i, 4) normalised cxcywh
                 bbox_xyxy_to_cxcywh(sample.gt_instances.bboxes.float()) / factor)
+        # Group DETR: K groups in training (each matched to every GT), 1 in
+        # eval, as the official SetCriterion.
+        groups = self.num_groups if self.training else 1
         match = self.matcher.match(
             cls_logits, bbox_preds, gt_labels, gt_bboxes,
             [s.metainfo.get('img_path', str(i))
-             for i, s in enumerate(batch_data_samples)])
+             for i, s in enumerate(batch_data_samples)], num_groups=groups)
         num_layers = cls_logits.shape[0]
-        # Normalise by the mean number of boxes over processes (official).
-        num_boxes = reduce_mean(cls_logits.new_tensor(
-            float(sum(len(labels) for labels in gt_labels)))).clamp(min=1)
+        # Normalise by the mean number of boxes over processes (official),
+        # times K: each group has its own match of every box.
+        num_boxes = reduce_mean(cls_logits.new_tensor(float(
+            sum(len(labels) for labels in gt_labels) * groups))).clamp(min=1)
 
         all_labels = torch.cat(gt_labels)  # (num_gts,)
         all_gt_bboxes = torch.cat(gt_bboxes)  # (num_gts, 4)

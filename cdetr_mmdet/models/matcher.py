@@ -27,7 +27,10 @@ class CdetrHungarianMatcher:
     Cost = ``cost_class * focal + cost_bbox * L1(cxcywh) - cost_giou * GIoU``.
     The costs of every decoder layer and image are computed in one batched
     pass in fp32 (also under autocast) and copied to the host once; then
-    :func:`scipy.optimize.linear_sum_assignment` runs per (layer, image).
+    :func:`scipy.optimize.linear_sum_assignment` runs per (layer, image) or,
+    with Group DETR's ``num_groups=K``, per (layer, image, group): each group
+    of N consecutive queries is matched one-to-one against all ground truths
+    of the image, in the same single cost pass and host copy.
 
     Args:
         cost_class (float): Weight of the focal class cost. Defaults to 2.0.
@@ -74,7 +77,8 @@ class CdetrHungarianMatcher:
     @torch.no_grad()
     def match(self, cls_logits: Tensor, bbox_preds: Tensor,
               gt_labels: Sequence[Tensor], gt_bboxes: Sequence[Tensor],
-              img_names: Optional[Sequence[str]] = None) -> MatchIndices:
+              img_names: Optional[Sequence[str]] = None,
+              num_groups: int = 1) -> MatchIndices:
         """Match every decoder layer's predictions of every image.
 
         Args:
@@ -86,15 +90,23 @@ class CdetrHungarianMatcher:
                 normalised cxcywh.
             img_names (Sequence[str], optional): Per image, a name used in
                 error messages. Defaults to None (the batch index).
+            num_groups (int): Group DETR's K: the queries are K groups of
+                ``num_queries / K`` consecutive rows, each matched on its
+                own (``query`` still indexes all rows). Defaults to 1.
 
         Returns:
-            MatchIndices: The matched pairs.
+            MatchIndices: The matched pairs (K per ground truth and layer).
 
         Raises:
             ValueError: If a cost is NaN or infinite; the message names the
-                image, the decoder layer and the cost term.
+                image, the decoder layer (and group) and the cost term; or
+                if ``num_queries`` is not a multiple of ``num_groups``.
         """
         num_layers, bs, num_queries, _ = cls_logits.shape
+        if num_queries % num_groups:
+            raise ValueError(f'{num_queries} queries do not split into '
+                             f'{num_groups} groups')
+        group_size = num_queries // num_groups
         sizes = [len(labels) for labels in gt_labels]
         device = cls_logits.device
         if sum(sizes) == 0:
@@ -106,36 +118,46 @@ class CdetrHungarianMatcher:
                                     torch.cat(list(gt_labels)),
                                     torch.cat(list(gt_bboxes)))
             cost = sum(terms.values())  # (layers * bs * nq, num_gts)
-        cost = cost.view(num_layers, bs, num_queries, -1).cpu().numpy()
+        # (layers, bs, K, N, num_gts): one host copy for every group.
+        cost = cost.view(num_layers, bs, num_groups, group_size,
+                         -1).cpu().numpy()
         offsets = np.cumsum([0] + sizes)
         pairs = []  # (layer, image, query, gt) arrays
         for layer in range(num_layers):
             for img in range(bs):
-                block = cost[layer, img, :, offsets[img]:offsets[img + 1]]
-                if not np.isfinite(block).all():
-                    self._raise_non_finite(terms, layer, img, offsets,
-                                           cost.shape, img_names)
-                rows, cols = linear_sum_assignment(block)
-                pairs.append(np.stack([
-                    np.full_like(rows, layer), np.full_like(rows, img), rows,
-                    cols + offsets[img]]))
+                for group in range(num_groups):
+                    block = cost[layer, img, group, :,
+                                 offsets[img]:offsets[img + 1]]
+                    if not np.isfinite(block).all():
+                        self._raise_non_finite(terms, (layer, img, group),
+                                               offsets, cost.shape, img_names)
+                    rows, cols = linear_sum_assignment(block)
+                    pairs.append(np.stack([
+                        np.full_like(rows, layer), np.full_like(rows, img),
+                        rows + group * group_size, cols + offsets[img]]))
         indices = torch.from_numpy(np.concatenate(pairs, axis=1)).to(device)
         return MatchIndices(*indices)
 
     @staticmethod
-    def _raise_non_finite(terms: dict, layer: int, img: int,
+    def _raise_non_finite(terms: dict, where: tuple,
                           offsets: np.ndarray, shape: tuple,
                           img_names: Optional[Sequence[str]]) -> None:
-        """Raise the error for a non-finite cost block, naming its terms."""
+        """Raise the error for a non-finite cost block, naming its terms.
+
+        ``where`` is (layer, image, group); ``shape`` the cost's
+        (layers, bs, K, N, num_gts).
+        """
+        layer, img, group = where
         bad = []
         for name, term in terms.items():
-            block = term.view(shape)[layer, img, :,
+            block = term.view(shape)[layer, img, group, :,
                                      offsets[img]:offsets[img + 1]]
             if not torch.isfinite(block).all():
                 bad.append(name)
         name = img_names[img] if img_names else f'batch index {img}'
+        in_group = f' (query group {group})' if shape[2] > 1 else ''
         raise ValueError(
             f'Non-finite Hungarian matching cost for image {name} in decoder '
-            f'layer {layer}: cost term(s) {bad} contain NaN or inf. The '
-            'predictions have diverged (lower the learning rate or clip '
+            f'layer {layer}{in_group}: cost term(s) {bad} contain NaN or '
+            'inf. The predictions have diverged (lower the learning rate or clip '
             'gradients) or a ground-truth box is degenerate.')

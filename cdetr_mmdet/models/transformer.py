@@ -42,6 +42,8 @@ class ConditionalDETRTransformer(nn.Module):
           -> encode         encoder memory (bs, n, d)
           -> object_queries zero content queries and object queries
                             (bs, q, d) each, the rows of query_embedding
+                            (Group DETR: q = K * num_queries in training,
+                            num_queries in eval)
           -> decode         hidden_states (L, bs, q, d), references s (bs, q, 2)
 
     Each stage is a method so that benchmarks can time them one by one; a
@@ -53,7 +55,16 @@ class ConditionalDETRTransformer(nn.Module):
     ``encoder``, ``decoder``, ``query_embedding``) as its own, so checkpoint
     keys are the same in both (``encoder.*``, ``decoder.*``,
     ``query_embedding.weight``). For the same reason nothing here reads
-    ``self.training``; the children carry their own mode.
+    ``self.training``; the children carry their own mode (Group DETR's
+    choice of query rows reads ``query_embedding.training``).
+
+    Group DETR (Chen et al., arXiv 2207.13085): with ``num_groups=K`` the
+    object-query embedding has K * N rows, group g in rows g * N to
+    (g + 1) * N - 1. In training :meth:`object_queries` returns all of them
+    and the decoder keeps each group's self-attention inside the group; in
+    eval mode it returns the first N only (as the official GroupDETR
+    branch), so a K-group model in eval computes what a K = 1 model made of
+    those rows computes.
 
     Args:
         encoder (nn.Module): ``encoder(tokens, pos, mask) -> memory``, e.g.
@@ -64,15 +75,29 @@ class ConditionalDETRTransformer(nn.Module):
         positional_encoding (nn.Module): ``positional_encoding(mask,
             input=feat) -> (bs, d, h, w)``, e.g. mmdet's
             ``SinePositionalEncoding``; has ``num_feats`` = d / 2.
-        num_queries (int): Object queries q.
+        num_queries (int): Object queries q (per group: N).
+        num_groups (int): Group DETR's K: ``query_embedding`` has
+            K * num_queries rows, all used in training, the first
+            num_queries in eval. Must equal the decoder's ``num_groups``
+            (where it has one). Defaults to 1.
 
     Raises:
-        ValueError: The widths of the three modules do not agree.
+        ValueError: The widths of the three modules do not agree, or
+            ``num_groups`` is not an int >= 1 or differs from the decoder's.
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module,
-                 positional_encoding: nn.Module, num_queries: int) -> None:
+                 positional_encoding: nn.Module, num_queries: int,
+                 num_groups: int = 1) -> None:
         super().__init__()
+        if not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError('ConditionalDETRTransformer: num_groups must be '
+                             f'an int >= 1, got {num_groups!r}')
+        decoder_groups = getattr(decoder, 'num_groups', 1)
+        if decoder_groups != num_groups:
+            raise ValueError(
+                f'ConditionalDETRTransformer: num_groups={num_groups} but the '
+                f'decoder has num_groups={decoder_groups}')
         self.embed_dims = encoder.embed_dims
         if decoder.embed_dims != self.embed_dims:
             raise ValueError(
@@ -83,10 +108,13 @@ class ConditionalDETRTransformer(nn.Module):
                 'positional_encoding.num_feats must be embed_dims / 2 = '
                 f'{self.embed_dims // 2}, got {positional_encoding.num_feats}')
         self.num_queries = num_queries
+        self.num_groups = num_groups
         self.positional_encoding = positional_encoding
         self.encoder = encoder
         self.decoder = decoder
-        self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
+        # Group DETR: K groups of N object queries, group g in rows g*N..
+        self.query_embedding = nn.Embedding(num_queries * num_groups,
+                                            self.embed_dims)
 
     def forward(self, feat: Tensor,
                 mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -143,15 +171,22 @@ class ConditionalDETRTransformer(nn.Module):
     def object_queries(self, batch_size: int) -> Tuple[Tensor, Tensor]:
         """Zero content queries and the learnt object queries.
 
+        Group DETR: all K * N rows in training, the first group's N in eval
+        mode (the mode of ``query_embedding``: the detector does not
+        register this module itself); with K = 1 the whole table.
+
         Args:
             batch_size (int): bs.
 
         Returns:
             tuple[Tensor, Tensor]: ``query`` (zeros) and ``query_pos``,
-            (bs, q, d) each.
+            (bs, q, d) each; q = K * num_queries in training with K groups,
+            num_queries otherwise.
         """
-        query_pos = self.query_embedding.weight[None].expand(
-            batch_size, -1, -1)  # (bs, q, d)
+        weight = self.query_embedding.weight  # (K * N, d)
+        if self.num_groups > 1 and not self.query_embedding.training:
+            weight = weight[:self.num_queries]  # (N, d): group 0
+        query_pos = weight[None].expand(batch_size, -1, -1)  # (bs, q, d)
         return torch.zeros_like(query_pos), query_pos
 
     def decode(self, query: Tensor, query_pos: Tensor, memory: Tensor,

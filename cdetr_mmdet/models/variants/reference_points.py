@@ -31,31 +31,45 @@ class CdetrPredictedReference(nn.Module):
 class CdetrLearnedReference(nn.Module):
     """A free 2-D point per query, learned as a parameter.
 
-    ``ref_point_embed`` (q x 2) is unnormalised like the paper's ``s`` and
-    normalised with a sigmoid; the object queries are not read.
+    ``ref_point_embed`` (K * q x 2) is unnormalised like the paper's ``s``
+    and normalised with a sigmoid; the object queries are not read.
+
+    Group DETR (``num_groups=K``, filled in by the decoder): one point per
+    query of every group, group g in rows g * q..; all K * q rows in
+    training, the first group's q in eval mode (the mode of
+    ``ref_point_embed``, the child the decoder registers).
 
     Args:
         embed_dims (int): d (unused; every variant takes it).
-        num_queries (int): q, the detector's object queries.
+        num_queries (int): q, the detector's object queries (per group).
+        num_groups (int): Group DETR's K. Defaults to 1.
     """
 
-    def __init__(self, embed_dims: int, num_queries: int) -> None:
+    def __init__(self, embed_dims: int, num_queries: int,
+                 num_groups: int = 1) -> None:
         super().__init__()
         self.num_queries = num_queries
-        self.ref_point_embed = nn.Embedding(num_queries, 2)
+        self.num_groups = num_groups
+        self.ref_point_embed = nn.Embedding(num_queries * num_groups, 2)
 
     def forward(self, query_pos: Tensor) -> Tensor:
         """(bs, q, d) object queries -> (bs, q, 2) points.
 
         Raises:
-            ValueError: q differs from ``num_queries``.
+            ValueError: q differs from ``num_queries`` times the groups of
+                the current mode (K in training, 1 in eval).
         """
         bs, num_queries = query_pos.shape[:2]
-        if num_queries != self.num_queries:
+        groups = self.num_groups if self.ref_point_embed.training else 1
+        if num_queries != self.num_queries * groups:
             raise ValueError(f'{num_queries} object queries, but the learned '
                              f'reference points were built for '
-                             f'{self.num_queries} (decoder.num_queries)')
-        return self.ref_point_embed.weight.sigmoid()[None].expand(bs, -1, -1)
+                             f'{self.num_queries} (decoder.num_queries) x '
+                             f'{groups} group(s)')
+        weight = self.ref_point_embed.weight  # (K * q, 2)
+        if weight.shape[0] != num_queries:  # eval of Group DETR: group 0
+            weight = weight[:num_queries]
+        return weight.sigmoid()[None].expand(bs, -1, -1)
 
 
 @MODELS.register_module()
