@@ -6,6 +6,7 @@ fake set-up script and venv python) that print the arguments they got.
 """
 import importlib.util
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -208,6 +209,8 @@ def fake_repo(tmp_path):
                'echo "setup PIP_FIND_LINKS=$PIP_FIND_LINKS"\n')
     write_stub(repo / '.venv/bin/python',
                'printf "%s\\n" "$@"; exit "${FAKE_PYTEST_STATUS:-0}"\n')
+    write_stub(repo / 'tools/run_runtime_tests.sh',
+               'echo "runtime tests"; exit "${FAKE_RUNTIME_STATUS:-0}"\n')
     return repo
 
 
@@ -221,18 +224,24 @@ def test_run_tests_passes_arguments_to_pytest(fake_repo):
                           'not parity']
 
 
-@pytest.mark.parametrize('status', [0, 1])
+@pytest.mark.parametrize('suite, runtime, status',
+                         [(0, 0, 0), (1, 0, 1), (0, 1, 1)])
 def test_ci_run_uses_shared_wheels_and_propagates_status(tmp_path, fake_repo,
+                                                         suite, runtime,
                                                          status):
+    """CI fails if the suite or the torch-free runtime tests fail; both run."""
     wheels = tmp_path / 'shared' / 'wheels'
     wheels.mkdir(parents=True)
     env = dict(os.environ, PIP_FIND_LINKS='/opt/machine-wheels',
-               FAKE_PYTEST_STATUS=str(status))
+               FAKE_PYTEST_STATUS=str(suite), FAKE_RUNTIME_STATUS=str(runtime))
     result = run(['bash', '.ci/run'], cwd=fake_repo, env=env)
     assert result.returncode == status, result.stderr
+    lines = result.stdout.splitlines()
+    # The CPU kind comes first, so a red run says which kind it ran on.
+    assert re.fullmatch(r'\[ci\] CPU: .+, \d+ cores; flags:.*', lines[0]), lines[0]
     # The wheelhouse comes first; the machine's own find-links are kept.
-    assert f'setup PIP_FIND_LINKS={wheels} /opt/machine-wheels' in (
-        result.stdout.splitlines())
+    assert f'setup PIP_FIND_LINKS={wheels} /opt/machine-wheels' in lines
+    assert 'runtime tests' in lines  # run even after a failed suite
 
 
 def test_pytest_ini_skips_slow_by_default(tmp_path):
