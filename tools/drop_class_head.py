@@ -8,13 +8,10 @@ the freshly initialised class head (any ``num_classes``); without
 ``load_from_skip`` the strict load refuses the missing class head.
 """
 import argparse
-import io
 from pathlib import Path
 
-import torch
-
 from cdetr_mmdet.checkpoint.safety import safe_torch_load
-from cdetr_mmdet.engine import AtomicLocalBackend
+from cdetr_mmdet.checkpoint import save_atomically
 from cdetr_mmdet.checkpoint.state_dict_check import annotate_load
 
 CLASS_HEAD_PREFIX = 'bbox_head.fc_cls.'
@@ -49,9 +46,7 @@ def drop_class_head(src: Path, dst: Path) -> list:
     # it; the runner's load_from still needs load_from_skip.
     annotate_load(result, left_out=[CLASS_HEAD_PREFIX.rstrip('.')],
                   left_out_by='tools/drop_class_head.py')
-    buffer = io.BytesIO()
-    torch.save(result, buffer)
-    AtomicLocalBackend().put(buffer.getvalue(), dst)
+    save_atomically(result, dst)
     return removed
 
 

@@ -9,13 +9,10 @@ Without this step a K = 1 config refuses the checkpoint (shape mismatch). The
 tool prints what it kept and records it in the checkpoint's ``meta``.
 """
 import argparse
-import io
 import sys
 from pathlib import Path
 
-import torch
-
-from cdetr_mmdet.checkpoint import (AtomicLocalBackend, keep_first_group,
+from cdetr_mmdet.checkpoint import (keep_first_group, save_atomically,
                                     safe_torch_load)
 
 
@@ -44,9 +41,7 @@ def keep_first_group_file(src: Path, dst: Path, num_queries: int) -> int:
                                               num_queries)
     meta = dict(checkpoint.get('meta', {}))
     meta['group_detr_first_group_of'] = num_groups
-    buffer = io.BytesIO()
-    torch.save({'state_dict': state_dict, 'meta': meta}, buffer)
-    AtomicLocalBackend().put(buffer.getvalue(), dst)
+    save_atomically({'state_dict': state_dict, 'meta': meta}, dst)
     return num_groups
 
 

@@ -17,7 +17,8 @@
 
 The converters of other formats sit beside it in :mod:`cdetr_mmdet.convert`.
 """
-from .atomic_backend import AtomicLocalBackend, remove_partial_files
+from .atomic_backend import (AtomicLocalBackend, remove_partial_files,
+                             save_atomically)
 from .checkpoint_hook import (CdetrCheckpointHook, NonFiniteWeightsError,
                               newest_complete_checkpoint)
 from .query_groups import keep_first_group
@@ -28,7 +29,7 @@ from .state_dict_check import (CheckpointMismatchError,
 from .strict_load_hook import CdetrStrictLoadHook
 
 __all__ = [
-    'AtomicLocalBackend', 'remove_partial_files', 'CdetrCheckpointHook',
+    'AtomicLocalBackend', 'remove_partial_files', 'save_atomically', 'CdetrCheckpointHook',
     'NonFiniteWeightsError', 'newest_complete_checkpoint',
     'UnsafeCheckpointError', 'register_safe_globals',
     'register_safe_local_loader', 'safe_torch_load',

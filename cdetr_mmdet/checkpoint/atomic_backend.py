@@ -10,10 +10,11 @@ run's work_dir is). The result gets the permissions a plain ``open()`` would
 give (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
 """
 import glob
+import io
 import os
 import tempfile
 from pathlib import Path
-from typing import List, Union
+from typing import Any, List, Union
 
 from mmengine.fileio import register_backend
 from mmengine.fileio.backends import LocalBackend
@@ -98,3 +99,19 @@ class AtomicLocalBackend(LocalBackend):
             encoding (str): Text encoding. Defaults to 'utf-8'.
         """
         self.put(obj.encode(encoding), filepath)
+
+
+def save_atomically(obj: Any, path: Union[str, Path]) -> None:
+    """``torch.save(obj)`` to ``path`` through :class:`AtomicLocalBackend`.
+
+    For the checkpoint tools: a crash mid-write leaves the old file (or
+    none), never a truncated one.
+
+    Args:
+        obj (Any): What to save, e.g. ``{'state_dict': ..., 'meta': ...}``.
+        path (str | Path): The output file.
+    """
+    import torch  # the backend itself is torch-free
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    AtomicLocalBackend().put(buffer.getvalue(), path)
