@@ -32,8 +32,13 @@ setup(
     # cdetr_runtime runs exported models without torch/mmcv (docs/deploy.md):
     # a torch-free install takes it alone, ``pip install --no-deps .`` plus
     # the ``runtime`` extra's packages (tools/run_runtime_tests.sh).
+    # cdetr_testing is the one test-support package (random weights, padded
+    # batches, the set-up scripts' stand-in venv): installed so that tests,
+    # benchmarks and tools import it as they import cdetr_mmdet, with no
+    # sys.path edits; nothing in cdetr_mmdet imports it.
     packages=find_packages(include=['cdetr_mmdet', 'cdetr_mmdet.*',
-                                    'cdetr_runtime', 'cdetr_runtime.*']),
+                                    'cdetr_runtime', 'cdetr_runtime.*',
+                                    'cdetr_testing', 'cdetr_testing.*']),
     python_requires='>=3.9',
     install_requires=[
         'torch',

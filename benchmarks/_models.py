@@ -7,7 +7,6 @@ Hugging Face's ``ConditionalDetrForObjectDetection`` from a config (offline,
 random weights, transformers' own ResNet).
 """
 import copy
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -21,12 +20,11 @@ from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # cdetr_mmdet from a checkout, cdetr_testing
 
-import cdetr_mmdet  # noqa: E402,F401  (registers our modules)
-from cdetr_mmdet.convert import convert_state_dict  # noqa: E402
-from cdetr_mmdet.models import CdetrConditionalDETR  # noqa: E402
-from cdetr_testing import add_random_gts, padded_batch  # noqa: E402
+import cdetr_mmdet  # noqa: F401  (registers our modules)
+from cdetr_mmdet.convert import convert_state_dict
+from cdetr_mmdet.models import CdetrConditionalDETR
+from cdetr_testing import add_random_gts, padded_batch
 OURS_CFG = ROOT / 'configs' / 'conditional_detr_r50_50e.py'
 MMDET_CFG = (Path(__import__('mmdet').__file__).parent / '.mim' / 'configs' /
              'conditional_detr' / 'conditional-detr_r50_8xb2-50e_coco.py')

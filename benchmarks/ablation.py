@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import convergence as conv  # noqa: E402  (benchmarks/convergence.py)
+import convergence as conv  # benchmarks/convergence.py, beside this script
 
 BASE_CONFIG = conv.CONFIG_DIR / conv.MODELS['ours'][0]
 # name -> (decoder switches, label, the paper's AP: R50, 50 epochs, COCO val).
@@ -283,7 +282,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if args.train_one:
         conv.train_one(args, args.train_one[0], int(args.train_one[1]))
         return {}
-    sys.path.insert(0, str(conv.REPO))
     from cdetr_mmdet.data.synthetic_shapes import ensure_dataset
     data = ensure_dataset(out_dir / 'data', num_train=args.num_train, num_val=args.num_val,
                           **conv.DATA)

@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # convergence
 
 MAPS = ('spatial', 'content', 'combined')
 CONVERGENCE_DATA = REPO / 'work_dirs' / 'convergence' / 'data'

@@ -44,7 +44,6 @@ from typing import Dict, List, Optional, Tuple
 from mmengine.hooks import Hook
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # pretrain_backbone
 CONFIG_DIR = REPO / 'configs' / 'convergence'
 # name -> (config file, legend label); 'detr' is the reference for "epochs to reach".
 MODELS = {
@@ -180,7 +179,6 @@ def train_one(args: argparse.Namespace, model: str, seed: int) -> None:
     """Train one (model, seed) with the stock Runner, resuming if a checkpoint exists."""
     import torch
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(REPO))
     import cdetr_mmdet  # noqa: F401  (our modules, safe globals for resume)
     from mmengine.config import Config
     from mmengine.runner import Runner
@@ -421,7 +419,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         train_one(args, args.train_one[0], int(args.train_one[1]))
         return {}
     out_dir = Path(args.out_dir).resolve()
-    sys.path.insert(0, str(REPO))
     from cdetr_mmdet.data.synthetic_shapes import ensure_dataset
     data = ensure_dataset(out_dir / 'data', num_train=args.num_train, num_val=args.num_val,
                           **DATA)

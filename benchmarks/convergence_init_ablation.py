@@ -15,7 +15,6 @@ Writes ``OUT/seed<seed>/metrics.jsonl`` with the convergence benchmark's own
 ``MetricsRecorder`` (per epoch: cumulative train seconds, AP, AP50, AP75).
 """
 import argparse
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -55,7 +54,6 @@ def use_official_init() -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)
-    sys.path.insert(0, str(REPO))
     import cdetr_mmdet  # noqa: F401
     from mmengine.config import Config
     from mmengine.runner import Runner

@@ -11,9 +11,7 @@ profiled step of each (self-CPU op table). Default: R50, 512x512, batch 2.
 """
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import List, Optional
 
 import torch
@@ -21,12 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _models  # noqa: E402
+import _models
 
-import cdetr_mmdet.models.attention as attention_module  # noqa: E402
-import cdetr_mmdet.models.encoder as encoder_module  # noqa: E402
-from cdetr_mmdet.speedups.dropout import CheapDropout  # noqa: E402
+import cdetr_mmdet.models.attention as attention_module
+import cdetr_mmdet.models.encoder as encoder_module
+from cdetr_mmdet.speedups.dropout import CheapDropout
 
 _CHEAP_ATTENTION = attention_module.attention
 

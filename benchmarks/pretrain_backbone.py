@@ -23,7 +23,6 @@ Command (``benchmarks/convergence.py`` calls it)::
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -95,7 +94,6 @@ class Classifier(nn.Module):
 
 def build_classifier(config: str) -> Classifier:
     """The detector config's backbone under a fresh classification layer."""
-    sys.path.insert(0, str(REPO))
     import cdetr_mmdet  # noqa: F401  (registers our modules for the config's imports)
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules

@@ -64,8 +64,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _speed_variants as sv  # noqa: E402
+import _speed_variants as sv
 
 DEFAULT_VARIANTS = 'mmdet,ours,hf,hf:official'
 REFERENCES = ('mmdet', 'hf')

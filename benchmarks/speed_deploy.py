@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,14 +44,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _models  # noqa: E402
+import _models
 
-from cdetr_mmdet.deploy import OpenVINORunner, build_runner  # noqa: E402
-from cdetr_mmdet.deploy.compare import compare_detections  # noqa: E402
-from cdetr_mmdet.deploy.exporter import export_onnx  # noqa: E402
-from cdetr_mmdet.deploy.quantize import quantize_samples  # noqa: E402
+from cdetr_mmdet.deploy import OpenVINORunner, build_runner
+from cdetr_mmdet.deploy.compare import compare_detections
+from cdetr_mmdet.deploy.exporter import export_onnx
+from cdetr_mmdet.deploy.quantize import quantize_samples
 
 # ONNX variants: (graph precision, runner backend, OpenVINO precision hint).
 ONNX_VARIANTS = {

@@ -1,6 +1,5 @@
 """Shared fixtures: tiny model configs and padded batches of two images."""
 import copy
-import sys
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -13,11 +12,10 @@ from mmengine.logging import MMLogger
 
 import cdetr_mmdet  # noqa: F401  (registers our modules)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # cdetr_testing: scaffolding, not installed
 # Random weights for parity tests (zero-initialised layers would hide bugs).
-from cdetr_testing import (add_random_gts, padded_batch,  # noqa: E402,F401
-                           randomize_)
+from cdetr_testing import add_random_gts, padded_batch, randomize_  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
 MMDET_CDETR_CFG = (Path(__import__('mmdet').__file__).parent / '.mim' /
                    'configs' / 'conditional_detr' /
                    'conditional-detr_r50_8xb2-50e_coco.py')

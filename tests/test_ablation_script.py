@@ -49,8 +49,7 @@ def test_quick_run_writes_json_png_table_then_skips_finished_runs(tmp_path):
 
 
 def test_rank_agreement_and_pairs_from_known_numbers():
-    sys.path.insert(0, str(ROOT / 'benchmarks'))
-    import ablation
+    import ablation  # benchmarks/, on pytest.ini's pythonpath
 
     def variant(paper, seeds):
         v = dict(mean=sum(seeds) / len(seeds), min=min(seeds), max=max(seeds))

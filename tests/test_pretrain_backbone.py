@@ -1,16 +1,13 @@
 """benchmarks/pretrain_backbone.py: the convergence benchmark's backbone pre-training."""
 import json
-import sys
 
 import pytest
 import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
+import pretrain_backbone  # benchmarks/, on pytest.ini's pythonpath
 from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / 'benchmarks'))
-import pretrain_backbone  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'convergence' / 'conditional_detr_r18_shapes_d256.py'
 TINY = dict(num_train=32, num_val=8, epochs=1, batch_size=16)

@@ -6,11 +6,9 @@ import sys
 
 import pytest
 
+import _speed_variants as sv  # benchmarks/, on pytest.ini's pythonpath
+import speed
 from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / 'benchmarks'))
-import _speed_variants as sv  # noqa: E402
-import speed  # noqa: E402
 
 TINY = ['--depth', '18', '--size', '64', '--layers', '1', '--queries', '10',
         '--steps', '2', '--warmup', '1', '--memory-steps', '1',

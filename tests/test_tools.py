@@ -155,12 +155,13 @@ def stub_path(tmp_path):
 
 def test_dist_train_uses_torchrun(stub_path):
     env = dict(stub_path, NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.7',
-               PORT='29999')
+               PORT='29999', PYTHONPATH='/callers/path')
     result = run(['bash', str(REPO_ROOT / 'tools/dist_train.sh'), 'cfg.py',
                   '4', '--amp', '--cfg-options', 'a=1'], env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith('torchrun PYTHONPATH=' + str(REPO_ROOT))
+    # The installed package is imported: the caller's PYTHONPATH, unedited.
+    assert lines[0] == 'torchrun PYTHONPATH=/callers/path'
     assert lines[1:] == [
         '--nnodes=2', '--node_rank=1', '--master_addr=10.0.0.7',
         '--master_port=29999', '--nproc_per_node=4',
@@ -184,10 +185,11 @@ def test_dist_test_defaults(stub_path):
 
 
 def test_slurm_train_uses_srun(stub_path):
-    env = dict(stub_path, GPUS='2', GPUS_PER_NODE='2')
+    env = dict(stub_path, GPUS='2', GPUS_PER_NODE='2', PYTHONPATH='')
     result = run(['bash', str(REPO_ROOT / 'tools/slurm_train.sh'), 'part',
                   'job', 'cfg.py', 'work', '--amp'], env=env)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == 'srun PYTHONPATH='  # not edited
     args = result.stdout.splitlines()[1:]
     assert args[:2] == ['-p', 'part']
     assert '--ntasks=2' in args and '--gres=gpu:2' in args

@@ -4,17 +4,12 @@ These tests import only cdetr_runtime, numpy, OpenCV and the engines; they
 run in an environment without torch, mmcv, mmengine or mmdet (CI:
 tools/run_runtime_tests.sh). tools/make_runtime_fixture.py regenerates data/.
 """
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).resolve().parent / 'data'
-ROOT = DATA.parents[1]
-if importlib.util.find_spec('cdetr_runtime') is None:  # not installed
-    sys.path.insert(0, str(ROOT))  # a source checkout
 
 
 @pytest.fixture(scope='session')

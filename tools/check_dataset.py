@@ -10,16 +10,13 @@ any split has an error (the same check runs at the start of training and testing
 """
 import argparse
 import sys
-from pathlib import Path
 from typing import List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import cdetr_mmdet  # noqa: E402,F401  (registers our modules)
-from cdetr_mmdet.data import check_config  # noqa: E402
+import cdetr_mmdet  # noqa: F401  (registers our modules)
+from cdetr_mmdet.data import check_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

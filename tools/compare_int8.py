@@ -14,13 +14,10 @@ import argparse
 import glob
 import json
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cdetr_runtime import Detector  # noqa: E402
+from cdetr_runtime import Detector
 
 
 def agreement(ref, out, top):

@@ -16,20 +16,18 @@ Steps:
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a source checkout without installing
 
-import torch  # noqa: E402
+import torch
 
-import cdetr_mmdet  # noqa: E402,F401  (registers our modules and safe globals)
-from cdetr_mmdet.data.synthetic_shapes import CLASSES, ensure_dataset  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+import cdetr_mmdet  # noqa: F401  (registers our modules and safe globals)
+from cdetr_mmdet.data.synthetic_shapes import CLASSES, ensure_dataset
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
 DEFAULT_CONFIG = REPO / 'configs' / 'demo' / 'conditional_detr_r18_shapes.py'
 # --quick: enough to run every step once, not to learn anything.

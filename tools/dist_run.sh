@@ -14,7 +14,6 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
 
-PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
 torchrun \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \

@@ -17,12 +17,9 @@ config's val set or of a folder) into OUT.int8.onnx. See docs/deploy.md.
 """
 import argparse
 import sys
-from pathlib import Path
 from typing import List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # source checkout
-
-import cdetr_mmdet  # noqa: E402,F401  (registers modules, safe checkpoint globals)
+import cdetr_mmdet  # noqa: F401  (registers modules, safe checkpoint globals)
 
 
 def default_shape(cfg) -> Tuple[int, int]:

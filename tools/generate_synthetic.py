@@ -7,13 +7,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import List, Optional
 
-# Run from a source checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cdetr_mmdet.data.synthetic_shapes import (PRESETS, DatasetSettings,  # noqa: E402
+from cdetr_mmdet.data.synthetic_shapes import (PRESETS, DatasetSettings,
                                                ensure_dataset, generate_dataset)
 
 

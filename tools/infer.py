@@ -16,9 +16,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
-
-import cdetr_mmdet  # noqa: E402,F401  (registers our modules and safe checkpoint globals)
+import cdetr_mmdet  # noqa: F401  (registers our modules and safe checkpoint globals)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

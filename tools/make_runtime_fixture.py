@@ -18,13 +18,11 @@ import argparse
 import copy
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # source checkout (cdetr_testing too)
 
-import cdetr_mmdet  # noqa: E402,F401
+import cdetr_mmdet  # noqa: F401
 
 # (name, h, w): landscape and portrait, up- and down-scaled, one at the scale.
 IMAGES = (('landscape.png', 60, 150), ('portrait.png', 120, 80),

@@ -17,7 +17,6 @@ TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
 
 # SRUN_ARGS is a list of options: split it on purpose.
 # shellcheck disable=SC2086
-PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     --gres=gpu:"$GPUS_PER_NODE" \

@@ -13,14 +13,11 @@ the same batches too and the largest detection differences are printed.
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # source checkout
-
-import cdetr_mmdet  # noqa: E402,F401
+import cdetr_mmdet  # noqa: F401
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
