@@ -91,7 +91,6 @@ def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
         Path: ``out_path``.
     """
     plt = _pyplot()
-    from matplotlib.patches import Rectangle
     h, w = meta['img_shape']
     box = maps.boxes[batch_index, query].tolist()
     ref = (None if maps.references is None else
@@ -102,29 +101,47 @@ def draw_query_attention(image: np.ndarray, maps: CrossAttentionMaps,
     for row, name in enumerate(MAP_ROWS):
         for col, head in enumerate(heads):
             ax = axes[row, col]
-            attn = getattr(maps, name)[layer, batch_index, head, query]
-            ax.imshow(image)
-            ax.imshow(upsample_map(attn, meta['batch_input_shape'], (h, w)),
-                      cmap='jet', alpha=0.5, vmin=0.0)
-            ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0],
-                                   box[3] - box[1], fill=False, lw=1.2,
-                                   edgecolor='white'))
-            if ref is not None:
-                ax.plot(*ref, marker='x', color='red', ms=6, mew=1.5)
-            # Colours are per panel: the peak weight tells a sharp map from a
-            # flat one (a flat map's weight is 1 / unpadded keys).
-            ax.text(1, 1, f'max {float(attn.max()):.2f}', fontsize=6, va='top',
-                    color='white', bbox=dict(facecolor='black', alpha=0.6, pad=1, lw=0))
-            ax.set_xlim(0, w)
-            ax.set_ylim(h, 0)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            draw_panel(ax, image, getattr(maps, name)[layer, batch_index, head, query],
+                       meta, box, ref)
             if row == 0:
                 ax.set_title(f'head {head}', fontsize=8)
             if col == 0:
                 ax.set_ylabel(name, fontsize=8)
     fig.suptitle(title, fontsize=8)
     return save_figure(fig, out_path, dpi)
+
+
+def draw_panel(ax, image: np.ndarray, attn: Tensor, meta: dict, box: Sequence[float],
+               ref: Optional[Sequence[float]]) -> None:
+    """One map on one matplotlib axis: the image, the upsampled map over it, the
+    predicted box (white), the reference point (red cross, None: DETR has none)
+    and the map's peak weight in the corner.
+
+    Args:
+        ax: A matplotlib ``Axes``.
+        image (np.ndarray): RGB image as fed to the model, (h, w, 3).
+        attn (Tensor): The map on the feature grid, (H, W).
+        meta (dict): The image's metainfo (``img_shape``, ``batch_input_shape``).
+        box (Sequence[float]): xyxy in pixels of ``img_shape``.
+        ref (Sequence[float], optional): (x, y) in pixels of ``img_shape``.
+    """
+    from matplotlib.patches import Rectangle
+    h, w = meta['img_shape']
+    ax.imshow(image)
+    ax.imshow(upsample_map(attn, meta['batch_input_shape'], (h, w)),
+              cmap='jet', alpha=0.5, vmin=0.0)
+    ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
+                           fill=False, lw=1.2, edgecolor='white'))
+    if ref is not None:
+        ax.plot(*ref, marker='x', color='red', ms=6, mew=1.5)
+    # Colours are per panel: the peak weight tells a sharp map from a flat one
+    # (a flat map's weight is 1 / unpadded keys).
+    ax.text(1, 1, f'max {float(attn.max()):.2f}', fontsize=6, va='top',
+            color='white', bbox=dict(facecolor='black', alpha=0.6, pad=1, lw=0))
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def save_figure(fig, out_path, dpi: int) -> Path:
@@ -160,43 +177,23 @@ def draw_spatial_comparison(image: np.ndarray, rows: Sequence[tuple], title: str
         Path: ``out_path``.
     """
     plt = _pyplot()
-    from matplotlib.patches import Rectangle
     heads = max(len(row[1]) for row in rows)
     fig, axes = plt.subplots(len(rows), heads, squeeze=False,
                              figsize=(panel_inches * heads + 1.2,
                                       panel_inches * len(rows) + 0.4))
     for r, (label, spatial, box, ref, meta) in enumerate(rows):
-        h, w = meta['img_shape']
         for head in range(heads):
             ax = axes[r, head]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if head >= len(spatial):
+            if head >= len(spatial):  # a model with fewer heads than the widest
                 ax.axis('off')
                 continue
-            ax.imshow(image)
-            ax.imshow(upsample_map(spatial[head], meta['batch_input_shape'], (h, w)),
-                      cmap='jet', alpha=0.5, vmin=0.0)
-            ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
-                                   fill=False, lw=1.2, edgecolor='white'))
-            if ref is not None:
-                ax.plot(*ref, marker='x', color='red', ms=6, mew=1.5)
-            ax.text(1, 1, f'max {float(spatial[head].max()):.2f}', fontsize=6, va='top',
-                    color='white', bbox=dict(facecolor='black', alpha=0.6, pad=1, lw=0))
-            ax.set_xlim(0, w)
-            ax.set_ylim(h, 0)
+            draw_panel(ax, image, spatial[head], meta, box, ref)
             if r == 0:
                 ax.set_title(f'head {head}', fontsize=8)
             if head == 0:
                 ax.set_ylabel(label, fontsize=7)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=dpi)
-    plt.close(fig)
-    save_palette_png(out_path)
-    return out_path
+    return save_figure(fig, out_path, dpi)
 
 
 def save_palette_png(path: Path) -> None:

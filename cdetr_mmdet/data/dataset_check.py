@@ -78,6 +78,11 @@ class _Counter:
         more = ', ...' if self.count > len(self.examples) else ''
         return f"{'; '.join(self.examples)}{more}"
 
+    def report_to(self, messages: List[str], what: str) -> None:
+        """Append ``'<count> <what>: <examples>'`` to ``messages`` if anything was counted."""
+        if self.count:
+            messages.append(f'{self.count} {what}: {self.text()}')
+
 
 def _scale_factors(width: float, height: float,
                    input_scale: Optional[Tuple[Tuple[int, int], bool]]) -> Tuple[float, float]:
@@ -118,15 +123,10 @@ def _check_images(spec: SplitSpec, images: Sequence[dict], report: SplitReport,
                 if missing.count == len(images) else '')
         report.errors.append(f"{missing.count} of {len(images)} images listed in 'images' do not "
                              f'exist{hint}: {missing.text()}')
-    if empty.count:
-        report.errors.append(f'{empty.count} images are empty files (0 bytes): {empty.text()}')
-    if unreadable.count:
-        report.errors.append(f'{unreadable.count} images are not readable images: '
-                             f'{unreadable.text()}')
-    if wrong_size.count:
-        report.warnings.append(
-            f"{wrong_size.count} images differ in size from their 'width'/'height' in the "
-            f'annotation file (boxes are in the listed size): {wrong_size.text()}')
+    empty.report_to(report.errors, 'images are empty files (0 bytes)')
+    unreadable.report_to(report.errors, 'images are not readable images')
+    wrong_size.report_to(report.warnings, "images differ in size from their 'width'/'height' in "
+                         'the annotation file (boxes are in the listed size)')
 
 
 def _check_classes(spec: SplitSpec, categories: Sequence[dict], report: SplitReport) -> List[int]:
@@ -216,35 +216,27 @@ def check_split(spec: SplitSpec, stride: Optional[int], stride_note: str = '',
         fx, fy = _scale_factors(width, height, spec.input_scale)
         sizes.append(math.sqrt(w * fx * h * fy))
 
-    if unknown_cat.count:
-        report.warnings.append(f"{unknown_cat.count} annotations have a category_id that is not in "
-                               f"'categories' (ignored): {unknown_cat.text()}")
+    unknown_cat.report_to(report.warnings, "annotations have a category_id that is not in "
+                          "'categories' (ignored)")
     if other_cat.count and cat_ids:  # (without a class mapping every category is 'other')
         names = sorted(set(other_cat.examples))
         report.warnings.append(f'{other_cat.count} annotations are of categories not in the '
                                f"config's classes (ignored), e.g. {names}")
-    if unknown_img.count:
-        report.warnings.append(f'{unknown_img.count} annotations refer to an image_id not in '
-                               f"'images' (ignored): {unknown_img.text()}")
-    if degenerate.count:
-        report.warnings.append(f'{degenerate.count} boxes are degenerate (zero or negative size, '
-                               f'NaN/inf or not 4 numbers; dropped): {degenerate.text()}')
-    if thin.count:
-        report.warnings.append(f'{thin.count} boxes are narrower or lower than 1 px (mmdet\'s '
-                               f'CocoDataset drops them): {thin.text()}')
-    if outside.count:
-        if spec.test_mode:
-            fate = 'evaluated as listed, as by the official code'
-        elif spec.clamps_boxes:
-            fate = 'clamped to the image by CdetrClampBoxes'
-        else:
-            fate = 'left unclamped: this pipeline has no CdetrClampBoxes'
-        report.warnings.append(f'{outside.count} boxes extend beyond their image ({fate}; '
-                               f'{outside_empty} of them lie entirely outside the image): '
-                               f'{outside.text()}')
-    if no_area.count:
-        report.warnings.append(f"{no_area.count} annotations have no 'area' (filled with the box "
-                               f'area w*h): {no_area.text()}')
+    unknown_img.report_to(report.warnings, "annotations refer to an image_id not in 'images' "
+                          '(ignored)')
+    degenerate.report_to(report.warnings, 'boxes are degenerate (zero or negative size, NaN/inf '
+                         'or not 4 numbers; dropped)')
+    thin.report_to(report.warnings, "boxes are narrower or lower than 1 px (mmdet's CocoDataset "
+                   'drops them)')
+    if spec.test_mode:
+        fate = 'evaluated as listed, as by the official code'
+    elif spec.clamps_boxes:
+        fate = 'clamped to the image by CdetrClampBoxes'
+    else:
+        fate = 'left unclamped: this pipeline has no CdetrClampBoxes'
+    outside.report_to(report.warnings, f'boxes extend beyond their image ({fate}; '
+                      f'{outside_empty} of them lie entirely outside the image)')
+    no_area.report_to(report.warnings, "annotations have no 'area' (filled with the box area w*h)")
 
     empty_imgs = [img for img in images if img['id'] not in used_imgs]
     if cat_ids:
