@@ -1,4 +1,8 @@
 # Conditional DETR, ResNet-50, 300 queries: the official architecture.
+# One size for the encoder and the decoder layers (the official `--dim_feedforward`,
+# `--nheads`, `--dropout` set both).
+layer_cfg = dict(
+    embed_dims=256, num_heads=8, feedforward_channels=2048, dropout=0.1)
 model = dict(
     type='CdetrConditionalDETR',
     num_queries=300,
@@ -31,17 +35,9 @@ model = dict(
         num_outs=1),
     positional_encoding=dict(num_feats=128, normalize=True),
     encoder=dict(
-        type='CdetrTransformerEncoder',
-        num_layers=6,
-        layer_cfg=dict(
-            embed_dims=256, num_heads=8, feedforward_channels=2048,
-            dropout=0.1)),
+        type='CdetrTransformerEncoder', num_layers=6, layer_cfg=layer_cfg),
     decoder=dict(
-        type='CdetrTransformerDecoder',
-        num_layers=6,
-        layer_cfg=dict(
-            embed_dims=256, num_heads=8, feedforward_channels=2048,
-            dropout=0.1)),
+        type='CdetrTransformerDecoder', num_layers=6, layer_cfg=layer_cfg),
     # Losses: CdetrHead's defaults, the paper's (focal 2, L1 5, GIoU 2).
     bbox_head=dict(type='CdetrHead', num_classes=80, embed_dims=256),
     train_cfg=dict(

@@ -47,6 +47,10 @@ visualizer = dict(
     type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 
+# The stock loops; each schedule sets its train_cfg (epochs, val interval).
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
 log_level = 'INFO'
 load_from = None
 resume = False

@@ -5,6 +5,9 @@ data_root = 'data/shapes/'
 img_size = 128
 classes = ('ellipse', 'rectangle', 'triangle', 'cross')
 metainfo = dict(classes=classes)
+# Both splits; each adds its annotation file, image folder and pipeline.
+dataset_common = dict(
+    type='CdetrCocoDataset', data_root=data_root, metainfo=metainfo)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -34,9 +37,7 @@ train_dataloader = dict(
     num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
-        type='CdetrCocoDataset',
-        data_root=data_root,
-        metainfo=metainfo,
+        dataset_common,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/'),
         filter_cfg=dict(filter_empty_gt=False),
@@ -47,9 +48,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='CdetrCocoDataset',
-        data_root=data_root,
-        metainfo=metainfo,
+        dataset_common,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         test_mode=True,

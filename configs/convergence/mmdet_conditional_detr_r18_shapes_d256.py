@@ -4,32 +4,35 @@
 _base_ = ['conditional_detr_r18_shapes_d256.py', '../_base_/mmdet_twins.py']
 
 embed_dims = _base_.embed_dims
+# The sizes are our model's (layers, heads, feed-forward width).
+num_heads = _base_.layer_cfg.num_heads
 ffn_cfg = dict(
-    _base_.ffn_cfg, embed_dims=embed_dims, feedforward_channels=1024)
+    _base_.ffn_cfg, embed_dims=embed_dims,
+    feedforward_channels=_base_.layer_cfg.feedforward_channels)
 model = dict(
     type='ConditionalDETR',
     encoder=dict(  # DetrTransformerEncoder
         _delete_=True,
-        num_layers=2,
+        num_layers=_base_.model.encoder.num_layers,
         layer_cfg=dict(
             self_attn_cfg=dict(
-                embed_dims=embed_dims, num_heads=8, dropout=0.0,
+                embed_dims=embed_dims, num_heads=num_heads, dropout=0.0,
                 batch_first=True),
             ffn_cfg=ffn_cfg)),
     decoder=dict(  # ConditionalDetrTransformerDecoder
         _delete_=True,
-        num_layers=2,
-        layer_cfg=dict(
+        num_layers=_base_.model.decoder.num_layers,
+        layer_cfg=dict(  # ConditionalAttention: self (cross_attn=False), cross
             self_attn_cfg=dict(
-                embed_dims=embed_dims, num_heads=8, attn_drop=0.0,
+                embed_dims=embed_dims, num_heads=num_heads, attn_drop=0.0,
                 cross_attn=False),
             cross_attn_cfg=dict(
-                embed_dims=embed_dims, num_heads=8, attn_drop=0.0,
+                embed_dims=embed_dims, num_heads=num_heads, attn_drop=0.0,
                 cross_attn=True),
             ffn_cfg=ffn_cfg),
         return_intermediate=True),
     bbox_head=dict(
-        _base_.conditional_detr_head, _delete_=True, num_classes=4,
-        embed_dims=embed_dims),
+        _base_.conditional_detr_head, _delete_=True,
+        num_classes=_base_.model.bbox_head.num_classes, embed_dims=embed_dims),
     train_cfg=dict(_delete_=True, assigner=_base_.conditional_detr_assigner),
     test_cfg=dict(_delete_=True, max_per_img=100))

@@ -10,18 +10,14 @@ data_root = 'data/my_dataset/'
 
 model = dict(bbox_head=dict(num_classes=len(classes)))
 
+# Both splits: your data root and classes; each its annotation file and images.
+dataset_common = dict(data_root=data_root, metainfo=dict(classes=classes))
 train_dataloader = dict(
-    dataset=dict(
-        data_root=data_root,
-        metainfo=dict(classes=classes),
-        ann_file='annotations/train.json',
-        data_prefix=dict(img='images/train/')))
+    dataset=dict(dataset_common, ann_file='annotations/train.json',
+                 data_prefix=dict(img='images/train/')))
 val_dataloader = dict(
-    dataset=dict(
-        data_root=data_root,
-        metainfo=dict(classes=classes),
-        ann_file='annotations/val.json',
-        data_prefix=dict(img='images/val/')))
+    dataset=dict(dataset_common, ann_file='annotations/val.json',
+                 data_prefix=dict(img='images/val/')))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
 test_evaluator = val_evaluator
