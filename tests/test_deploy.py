@@ -240,9 +240,9 @@ def test_wrong_number_of_channels(tiny):
     runner = build_runner('onnxruntime', str(path), cfg, num_threads=1)
     images = random_images([(40, 50)]) + [np.zeros((40, 50, 4), np.uint8)]
     with pytest.raises(ValueError, match=re.escape(
-            'image 1 has shape (40, 50, 4): expected an (h, w, 3) BGR array '
-            '(as mmcv.imread gives) or a file path (batch starting at '
-            'image 0)')):
+            'image 1 has shape (40, 50, 4) and dtype uint8: expected an '
+            '(h, w, 3) uint8 BGR array (as cv2.imread gives; convert RGB '
+            'with image[..., ::-1])')):
         runner.predict(images)
 
 

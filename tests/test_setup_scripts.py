@@ -35,7 +35,7 @@ def test_a_second_set_up_run_installs_nothing(tmp_path):
     assert installs == ['-m pip install --disable-pip-version-check --upgrade pip',
                         '-m pip install --disable-pip-version-check wheel ninja',
                         "-m pip install --disable-pip-version-check --no-build-isolation "
-                        "-e .[tests,deploy,int8]"]
+                        "-e .[train,tests,deploy,int8]"]
     assert (repo / STAMP).read_text() == stamp_key(repo) + '\n'
     # Second run: the stamp matches and the packages' metadata is there (the real venv's).
     start = time.monotonic()

@@ -4,6 +4,7 @@ The references in data/expected.json were computed in the full environment
 (tools/make_runtime_fixture.py); here nothing of the training stack runs.
 """
 import hashlib
+import importlib.util
 import json
 import re
 import subprocess
@@ -64,6 +65,24 @@ def test_no_training_stack_needed(model_path):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == '[]'
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is not None,
+                    reason='the training stack is installed here')
+def test_cdetr_mmdet_without_the_stack_names_the_train_extra():
+    """The base install is torch-free; the plugin says what it is missing
+    and how to get it instead of failing on its first ``import torch``."""
+    code = 'import cdetr_mmdet'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, cwd=DATA)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        'ImportError: cdetr_mmdet needs torch, mmengine, mmcv, mmdet (not '
+        'installed): run `bash tools/setup_env.sh` (torch, mmcv with its '
+        "ops, then pip install -e '.[train,tests,deploy,int8]'), or install "
+        "torch and mmcv 2.1.0 first and then pip install -e '.[train]'. To "
+        'run exported models without them use cdetr_runtime (pip install '
+        "'.[runtime]').")
 
 
 def test_metadata(model_path, expected):

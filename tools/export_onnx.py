@@ -24,8 +24,8 @@ import cdetr_mmdet  # noqa: F401  (registers modules, safe checkpoint globals)
 
 def default_shape(cfg) -> Tuple[int, int]:
     """(H, W) of the largest landscape image the test ``Resize`` gives."""
-    from cdetr_mmdet.deploy import DeployPreprocessor
-    scale = DeployPreprocessor.from_config(cfg).scale
+    from cdetr_mmdet.deploy import config_preprocessing
+    scale = config_preprocessing(cfg)['resize_scale']
     if scale is None:
         raise ValueError('the test pipeline has no Resize: pass --shape H W')
     return min(scale), max(scale)

@@ -10,8 +10,9 @@
 #   4. mmcv 2.1.0 with its compiled ops: a wheel if pip finds one (e.g. in a
 #      wheelhouse given by PIP_FIND_LINKS), else built from source with
 #      setuptools<70 (~15 min once on 2 cores; pip caches the built wheel);
-#   5. pip install -e '.[tests,deploy,int8]' (deploy: ONNX export and runners;
-#      int8: NNCF, for tools/export_onnx.py --int8).
+#   5. pip install -e '.[train,tests,deploy,int8]' (train: mmengine, mmdet
+#      and co., the plugin's stack; deploy: ONNX export and runners; int8:
+#      NNCF, for tools/export_onnx.py --int8).
 # A stamp in .venv, keyed on setup.py, this script and TORCH_SPEC, makes a
 # re-run with nothing to do take well under a second.
 set -euo pipefail
@@ -103,8 +104,8 @@ else
     fi
 fi
 
-log "installing cdetr_mmdet (editable) with the tests, deploy and int8 extras"
-pip_install --no-build-isolation -e '.[tests,deploy,int8]'
+log "installing cdetr_mmdet (editable) with the train, tests, deploy and int8 extras"
+pip_install --no-build-isolation -e '.[train,tests,deploy,int8]'
 
 echo "$stamp_key" > "$STAMP"
 log "done in $((SECONDS - start)) s; activate with: . .venv/bin/activate"

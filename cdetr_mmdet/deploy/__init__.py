@@ -9,7 +9,7 @@ from .base_runner import DeployRunner
 from .export_model import CdetrExportModel
 from .onnxruntime_runner import OnnxRuntimeRunner
 from .openvino_runner import OpenVINORunner
-from .preprocess import DeployPreprocessor
+from .preprocess import config_preprocessing
 
 BACKENDS = ('onnxruntime', 'openvino', 'openvino-fp32')
 
@@ -29,6 +29,6 @@ def build_runner(backend: str, model_path: str, config,
                      f'{", ".join(BACKENDS)}')
 
 
-__all__ = ['BACKENDS', 'CdetrExportModel', 'DeployPreprocessor',
-           'DeployRunner', 'OnnxRuntimeRunner', 'OpenVINORunner',
-           'build_runner']
+__all__ = ['BACKENDS', 'CdetrExportModel', 'DeployRunner',
+           'OnnxRuntimeRunner', 'OpenVINORunner', 'build_runner',
+           'config_preprocessing']

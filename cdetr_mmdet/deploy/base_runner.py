@@ -1,19 +1,29 @@
-"""What every deployed-model runner shares: config, preprocessing, results."""
+"""What every deployed-model runner shares: config, preprocessing, results.
+
+The pixels and the engines are ``cdetr_runtime``'s (``Preprocessor``, the
+sessions of ``cdetr_runtime.backends``): a runner reads the preprocessing
+from the config, the torch-free runtime from the file's metadata, and both
+compute it with the same code.
+"""
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from mmengine.config import Config
 
-from .model_info import check_config_matches, read_metadata
-from .preprocess import DeployPreprocessor, Image
+from cdetr_runtime import Preprocessor
+from cdetr_runtime.backends import Session
+from cdetr_runtime.preprocess import Image
+
+from .model_info import check_config_matches, config_model_info, read_metadata
 
 
 class DeployRunner:
     """Base class: run an exported Conditional DETR on images.
 
-    Subclasses load the ONNX file in :meth:`_load` and run one batch in
-    :meth:`infer`. Preprocessing (the config's test ``Resize``, normalisation
+    Subclasses open the ONNX file as a ``cdetr_runtime`` session in
+    :meth:`_load`. Preprocessing (the config's test ``Resize``, normalisation
     and padding) and post-processing (``score_thr``, boxes back to the
     original image as mmdet's ``predict(rescale=True)``) are done here.
 
@@ -35,16 +45,17 @@ class DeployRunner:
             str(config))
         config_name = getattr(cfg, 'filename', None) or str(config)
         check_config_matches(self.meta, cfg, self.model_path, config_name)
-        self.preprocessor = DeployPreprocessor.from_config(cfg)
-        self.score_thr = float(cfg.model.get('test_cfg', {}).get(
-            'score_thr', 0.))
+        info = config_model_info(cfg)
+        self.preprocessor = Preprocessor(info)
+        self.score_thr = info.score_thr
         self.classes = self.meta.get('classes', [])
         self.num_threads = num_threads
+        self.session = self._load()
         # (batch, H, W) of the graph input; None where dynamic.
-        self.input_shape: Tuple[Optional[int], ...] = self._load()
+        self.input_shape: Tuple[Optional[int], ...] = self.session.input_shape
 
-    def _load(self) -> Tuple[Optional[int], ...]:
-        """Load ``self.model_path``; return the input's (batch, H, W)."""
+    def _load(self) -> Session:
+        """Open ``self.model_path`` in this runner's engine."""
         raise NotImplementedError
 
     def infer(self, inputs: np.ndarray, mask: np.ndarray
@@ -59,17 +70,13 @@ class DeployRunner:
             tuple: ``scores`` (bs, k), ``labels`` (bs, k) and ``boxes``
             (bs, k, 4) xyxy in input pixels.
         """
-        raise NotImplementedError
+        return self.session.run(inputs, mask)
 
     def _run_batch(self, images: Sequence[Image], offset: int
                    ) -> List[Dict[str, np.ndarray]]:
         batch, pad_h, pad_w = self.input_shape
         pad_shape = (pad_h, pad_w) if pad_h and pad_w else None
-        try:
-            inputs, mask, metas = self.preprocessor(images, pad_shape)
-        except ValueError as err:
-            raise ValueError(f'{err} (batch starting at image {offset})'
-                             ) from err
+        inputs, mask, metas = self.preprocessor(images, pad_shape, offset)
         num = len(images)
         if batch and num < batch:  # static batch: fill with copies
             fill = batch - num
@@ -93,8 +100,8 @@ class DeployRunner:
         """Detect; plain NumPy results.
 
         Args:
-            images (Sequence[str | np.ndarray]): Paths or (h, w, 3) BGR
-                arrays, of any sizes.
+            images (Sequence[str | PathLike | np.ndarray]): Paths or
+                (h, w, 3) uint8 BGR arrays, of any sizes.
             batch_size (int, optional): Images per graph run; default all at
                 once (or the model's static batch size).
 
@@ -103,7 +110,7 @@ class DeployRunner:
             ``bboxes`` (k, 4) xyxy in original-image pixels (not clipped,
             as mmdet), and ``ori_shape``, ``img_shape``, ``scale_factor``.
         """
-        if isinstance(images, (str, np.ndarray)):
+        if isinstance(images, (str, os.PathLike, np.ndarray)):
             images = [images]
         static_batch = self.input_shape[0]
         step = static_batch or batch_size or len(images)

@@ -9,6 +9,10 @@ from typing import Dict, Union
 
 from mmengine.config import Config
 
+# The runtime is torch-free (and this module of it needs no OpenCV).
+from cdetr_runtime.model_file import FORMAT_VERSION, ModelInfo, parse_model_info
+
+from .preprocess import config_preprocessing
 from .requirements import import_optional
 
 # Keys compared between the ONNX file and the config a runner is given.
@@ -54,21 +58,34 @@ def metadata_props(cfg: Config, max_per_img: int,
     Returns:
         dict: ``cdetr.<key>`` -> JSON value.
     """
-    # The runtime is torch-free, so importing it here costs nothing.
-    from cdetr_runtime.model_file import FORMAT_VERSION
-
-    from .preprocess import DeployPreprocessor
-    pre = DeployPreprocessor.from_config(cfg)
     info = dict(
         model_info(cfg), max_per_img=int(max_per_img),
-        format_version=FORMAT_VERSION,
-        resize_scale=list(pre.scale) if pre.scale else None,
-        keep_ratio=bool(pre.keep_ratio), interpolation=pre.interpolation,
-        mean=list(pre.mean), std=list(pre.std), bgr_to_rgb=pre.bgr_to_rgb,
-        pad_size_divisor=pre.pad_size_divisor, pad_value=pre.pad_value,
+        format_version=FORMAT_VERSION, **config_preprocessing(cfg),
         score_thr=float(cfg.model.get('test_cfg', {}).get('score_thr', 0.)),
         precision=precision)
     return {f'cdetr.{key}': json.dumps(value) for key, value in info.items()}
+
+
+def config_model_info(cfg: Config) -> ModelInfo:
+    """What an export of ``cfg`` records, decoded as ``cdetr_runtime`` does.
+
+    The config-based runners preprocess with ``cdetr_runtime.Preprocessor``
+    built from this, so a runner given the config and the runtime given the
+    file compute the same pixels by the same code.
+
+    Args:
+        cfg (Config): The full config of the model.
+
+    Returns:
+        cdetr_runtime.ModelInfo: The preprocessing, score threshold, classes
+        and model facts (``max_per_img`` from ``test_cfg``, default 100).
+
+    Raises:
+        KeyError, ValueError: See ``config_preprocessing``.
+    """
+    max_per_img = cfg.model.get('test_cfg', {}).get('max_per_img', 100)
+    return parse_model_info(metadata_props(cfg, max_per_img),
+                            getattr(cfg, 'filename', None) or '<config>')
 
 
 def read_metadata(path: Union[str, Path]) -> dict:

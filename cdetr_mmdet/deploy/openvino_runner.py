@@ -1,7 +1,7 @@
 """Run an exported Conditional DETR with OpenVINO (CPU plugin)."""
-from typing import Optional, Tuple
+from typing import Optional
 
-import numpy as np
+from cdetr_runtime.backends import OpenVINOSession
 
 from .base_runner import DeployRunner
 from .requirements import import_optional
@@ -16,6 +16,10 @@ class OpenVINORunner(DeployRunner):
         precision (str, optional): ``INFERENCE_PRECISION_HINT``: None keeps
             OpenVINO's default (bf16 on CPUs with bf16 support, else f32);
             ``'f32'`` forces fp32.
+
+    Attributes:
+        inference_precision (str): What the plugin chose ('bf16', 'f32',
+            ...), for reports and tests.
     """
 
     backend = 'openvino'
@@ -24,28 +28,9 @@ class OpenVINORunner(DeployRunner):
                  **kwargs) -> None:
         self.precision = precision
         super().__init__(*args, **kwargs)
+        self.inference_precision = self.session.precision
 
-    def _load(self) -> Tuple[Optional[int], ...]:
-        ov = import_optional('openvino')
-        core = ov.Core()
-        model = core.read_model(self.model_path)
-        config = {'PERFORMANCE_HINT': 'LATENCY'}
-        if self.num_threads:
-            config['INFERENCE_NUM_THREADS'] = self.num_threads
-        if self.precision:
-            config['INFERENCE_PRECISION_HINT'] = self.precision
-        self.compiled = core.compile_model(model, 'CPU', config)
-        # What the plugin chose ('bf16', 'f32', ...), for reports and tests.
-        chosen = self.compiled.get_property('INFERENCE_PRECISION_HINT')
-        self.inference_precision = (chosen.get_type_name() if hasattr(
-            chosen, 'get_type_name') else str(chosen))
-        self.request = self.compiled.create_infer_request()
-        shape = model.inputs[0].get_partial_shape()  # (bs, 3, H, W)
-        return tuple(shape[i].get_length() if shape[i].is_static else None
-                     for i in (0, 2, 3))
-
-    def infer(self, inputs: np.ndarray, mask: np.ndarray
-              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self.request.infer({'inputs': inputs, 'mask': mask})
-        by_name = {port.get_any_name(): value for port, value in out.items()}
-        return by_name['scores'], by_name['labels'], by_name['boxes']
+    def _load(self) -> OpenVINOSession:
+        import_optional('openvino')  # the deploy extra's install hint
+        return OpenVINOSession(self.model_path, self.num_threads,
+                               self.precision)
