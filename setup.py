@@ -38,7 +38,7 @@ setup(
     name='cdetr_mmdet',
     version=read_version(),
     description='Conditional DETR as registered MMDetection 3.x modules',
-    # Both packages; the base needs only what they share, the rest is
+    # The three packages; the base needs only what they share, the rest is
     # per environment (the extras below).
     # cdetr_testing is the one test-support package (random weights, padded
     # batches, the set-up scripts' stand-in venv): installed so that tests,
