@@ -12,6 +12,7 @@ of the K single-group (K = 1) models' gradients, one per group of rows.
 import multiprocessing
 import os
 import socket
+import time
 from typing import Dict, List, Tuple
 
 import pytest
@@ -34,6 +35,8 @@ NUM_GTS = (3, 1)  # different box counts: a wrong normaliser shows
 # softmax ignores them) carry only rounding noise, ~1e-8 of the model's
 # largest gradient. A wrong normaliser is off by > 1e-2.
 RTOL, MODEL_RTOL = 1e-5, 1e-7
+# Only stops a hung process: on an overloaded machine the step takes minutes.
+TIMEOUT_S = 900
 
 
 def k_group_model(group_detr: int = K) -> nn.Module:
@@ -134,11 +137,16 @@ def ddp_gradients(tmp_path_factory) -> List[Dict[str, Dict]]:
                for rank in range(2)]
     for worker in workers:
         worker.start()
+    deadline = time.monotonic() + TIMEOUT_S  # a guard against a hang only
     for worker in workers:
-        worker.join(timeout=120)
+        worker.join(timeout=max(0., deadline - time.monotonic()))
+    hung = [rank for rank, worker in enumerate(workers) if worker.is_alive()]
+    for rank in hung:
+        workers[rank].kill()
+        workers[rank].join()
+    if hung:
+        pytest.fail(f'DDP ranks {hung} did not finish in {TIMEOUT_S} s (killed)')
     for rank, worker in enumerate(workers):
-        if worker.is_alive():
-            worker.kill()
         assert worker.exitcode == 0, (
             f'DDP rank {rank} exited with {worker.exitcode} (traceback in '
             'the captured stderr)')
