@@ -31,6 +31,10 @@ data, recipe and seeds as ``ours``, whose K = 1 curve it is compared with)::
 
     python benchmarks/convergence.py --models ours detr --group-detr 3 6 11 \
         --seeds 0 1 2 --out-dir work_dirs/convergence
+
+With ``ours`` and some ``ours_gK`` the results also hold a ``group_detr`` block (printed and in
+the markdown table; :func:`group_detr_summary`): per K the epoch reaching the K = 1 final AP,
+whether it is ahead of K = 1 at every epoch from the second, the seed spread, and the best K.
 """
 import argparse
 import json
@@ -291,6 +295,66 @@ def epochs_to_reach(epochs: List[int], values: List[float], target: float) -> Op
     return next((e for e, v in zip(epochs, values) if v >= target), None)
 
 
+def final_ap(data: Dict) -> Dict[str, float]:
+    """A model's AP at its last eval epoch: mean over seeds, min and max (the spread)."""
+    return {stat: data['AP'][stat][-1] for stat in ('mean', 'min', 'max')}
+
+
+def group_detr_summary(models: Dict[str, Dict]) -> Optional[Dict]:
+    """Group DETR against K = 1 (``ours``) on the issue's target, per K, and the best K.
+
+    The target is ours' final mean AP. Per ``ours_gK``: the first eval epoch whose mean AP
+    reaches it and its ratio to the epoch at which K = 1 reaches it; whether its mean AP is
+    above K = 1's at every common eval epoch from the second (``ahead``) and the stricter
+    version, its worst seed at or above K = 1's best (``ahead_beyond_spread``); its final AP
+    mean [min, max]. ``target_met``: reached in at most half K = 1's epochs and ``ahead``.
+    The best K reaches the target first; a tie, or no K reaching it, goes to the higher
+    final mean AP.
+
+    Args:
+        models: ``summarise``'s per-model results (``epochs``, ``AP`` mean/min/max,
+            ``group_detr``).
+
+    Returns:
+        dict or None: The ``group_detr`` block of convergence.json; None without an ``ours``
+        curve or without an ``ours_gK`` curve.
+    """
+    ours = models.get('ours')
+    groups = {m: d for m, d in models.items() if d['group_detr'] > 1 and d['epochs']}
+    if not ours or not ours['epochs'] or not groups:
+        return None
+    target = ours['AP']['mean'][-1]
+    # K = 1 reaches its own final mean AP at the last epoch at the latest.
+    k1_epochs = epochs_to_reach(ours['epochs'], ours['AP']['mean'], target)
+
+    def ap(data: Dict, stat: str, epoch: int) -> float:
+        return data['AP'][stat][data['epochs'].index(epoch)]
+
+    per_k = {}
+    for model, data in groups.items():
+        reach = epochs_to_reach(data['epochs'], data['AP']['mean'], target)
+        compared = [e for e in data['epochs'] if e >= 2 and e in ours['epochs']]
+        behind = [e for e in compared if not ap(data, 'mean', e) > ap(ours, 'mean', e)]
+        overlap = [e for e in compared if not ap(data, 'min', e) >= ap(ours, 'max', e)]
+        ahead = not behind if compared else None  # nothing to compare: no verdict
+        per_k[model] = dict(
+            k=data['group_detr'], epochs_to_target=reach,
+            ratio_to_k1=reach / k1_epochs if reach is not None else None,
+            compared_epochs=compared, ahead=ahead, behind_epochs=behind,
+            ahead_beyond_spread=not overlap if compared else None,
+            spread_overlap_epochs=overlap,
+            target_met=reach is not None and reach <= k1_epochs / 2 and ahead is True,
+            final_epoch=data['epochs'][-1], final_AP=final_ap(data))
+    best = min(per_k, key=lambda m: (per_k[m]['epochs_to_target'] is None,
+                                     per_k[m]['epochs_to_target'] or 0,
+                                     -per_k[m]['final_AP']['mean']))
+    return dict(metric='AP', target=target,
+                k1=dict(model='ours', epochs_to_target=k1_epochs,
+                        final_epoch=ours['epochs'][-1], final_AP=final_ap(ours)),
+                groups=per_k, best=best, best_k=per_k[best]['k'],
+                target_met=per_k[best]['target_met'])
+
+
 def summarise(args: argparse.Namespace, wall_s: float) -> Dict:
     """Collect every run's eval rows into the results dict written as convergence.json."""
     out_dir = Path(args.out_dir).resolve()
@@ -331,6 +395,9 @@ def summarise(args: argparse.Namespace, wall_s: float) -> Dict:
         ours, ref = models['ours']['AP'], models['mmdet_cdetr']['AP']
         # "Matches within the seed spread": our best seed reaches mmdet's worst seed.
         result['ours_matches_mmdet_cdetr'] = [o >= r for o, r in zip(ours['max'], ref['min'])]
+    group_detr = group_detr_summary(models)  # with or without DETR
+    if group_detr is not None:
+        result['group_detr'] = group_detr
     return result
 
 
@@ -353,6 +420,9 @@ def plot(result: Dict, path: Path) -> None:
         if key == 'AP' and 'reach' in result:
             ax.axhline(result['reach']['target'], color='gray', ls='--', lw=1,
                        label="DETR's final AP")
+        elif key == 'AP' and 'group_detr' in result:
+            ax.axhline(result['group_detr']['target'], color='gray', ls='--', lw=1,
+                       label='K = 1 final AP')
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel('epoch')
         ax.set_ylabel(f'COCO bbox {key} (val)')
@@ -364,6 +434,65 @@ def plot(result: Dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def spread(values: Dict[str, float]) -> str:
+    """'mean [min, max]' of a ``final_ap`` dict."""
+    return f'{values["mean"]:.3f} [{values["min"]:.3f}, {values["max"]:.3f}]'
+
+
+def verdict(flag: Optional[bool], exceptions: List[int]) -> str:
+    """'yes', 'no (epochs ...)' naming the epochs where it fails, or 'n/a'."""
+    if flag is None:
+        return 'n/a (no common eval epoch from the 2nd)'
+    return 'yes' if flag else 'no (epochs ' + ', '.join(map(str, exceptions)) + ')'
+
+
+def reached(entry: Dict) -> str:
+    """Epoch at which a K reaches the target, with its ratio to K = 1's epoch if it has one."""
+    epoch, ratio = entry['epochs_to_target'], entry.get('ratio_to_k1')
+    if epoch is None:
+        return 'not reached'
+    return f'epoch {epoch}' + (f' ({ratio:.2f} x K = 1\'s)' if ratio is not None else '')
+
+
+def report_group_detr(summary: Dict) -> None:
+    """Print the ``group_detr`` block: per K against K = 1, the best K, the issue's target."""
+    k1 = summary['k1']
+    print(f'\nGroup DETR against K = 1 (target: K = 1 final AP {summary["target"]:.3f} at epoch '
+          f'{k1["final_epoch"]}, first reached at epoch {k1["epochs_to_target"]}; mean over '
+          'seeds):')
+    for entry in summary['groups'].values():
+        print(f'  K = {entry["k"]}: target {reached(entry)}; ahead of K = 1 at '
+              f'every epoch from the 2nd: {verdict(entry["ahead"], entry["behind_epochs"])}; '
+              'worst seed >= K = 1\'s best: '
+              f'{verdict(entry["ahead_beyond_spread"], entry["spread_overlap_epochs"])}; '
+              f'final AP {spread(entry["final_AP"])} (epoch {entry["final_epoch"]})')
+    print(f'  best K: {summary["best_k"]}; the issue\'s target (the K = 1 final AP in at most '
+          'half the epochs, ahead at every epoch from the 2nd): '
+          f'{"met" if summary["target_met"] else "not met"}')
+    if summary['target'] <= 0:
+        print('  (the K = 1 final AP is 0: every K "reaches" it at once; the epochs say nothing)')
+
+
+def group_detr_markdown(summary: Dict) -> List[str]:
+    """The ``group_detr`` block as a markdown table (K = 1 first) and the verdict."""
+    k1 = summary['k1']
+    out = [f'**Group DETR against K = 1** (target: K = 1 final AP {summary["target"]:.3f}, '
+           'mean over seeds)', '',
+           '| K | target reached at | ahead at every epoch from the 2nd (mean) | '
+           'worst seed >= K = 1\'s best | final AP mean [min, max] |',
+           '| ---: | --- | --- | --- | --- |',
+           f'| 1 | {reached(k1)} | | | {spread(k1["final_AP"])} |']
+    for entry in summary['groups'].values():
+        out.append(f'| {entry["k"]} | {reached(entry)} | '
+                   f'{verdict(entry["ahead"], entry["behind_epochs"])} | '
+                   f'{verdict(entry["ahead_beyond_spread"], entry["spread_overlap_epochs"])} | '
+                   f'{spread(entry["final_AP"])} |')
+    out += ['', f'Best K: {summary["best_k"]}. The issue\'s target (the best K reaches the K = 1 '
+            'final AP in at most half the epochs and is ahead at every epoch from the second): '
+            f'**{"met" if summary["target_met"] else "not met"}**.', '']
+    return out
 
 
 def report(result: Dict) -> None:
@@ -391,6 +520,8 @@ def report(result: Dict) -> None:
     if 'ours_matches_mmdet_cdetr' in result:
         print(f'ours >= mmdet ConditionalDETR within the seed spread at each eval point: '
               f'{result["ours_matches_mmdet_cdetr"]}')
+    if 'group_detr' in result:
+        report_group_detr(result['group_detr'])
 
 
 def markdown_table(result: Dict) -> str:
@@ -410,6 +541,8 @@ def markdown_table(result: Dict) -> str:
                              f'[{data[key]["min"][i]:.3f}, {data[key]["max"][i]:.3f}]')
             out.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
         out.append('')
+    if 'group_detr' in result:
+        out += group_detr_markdown(result['group_detr'])
     return '\n'.join(out)
 
 

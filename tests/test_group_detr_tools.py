@@ -5,9 +5,6 @@ ONNX graph is the K = 1 graph, the attention maps are the K = 1 model's, and
 the runner trains, validates, checkpoints and strictly reloads a K-group
 model.
 """
-import os
-import subprocess
-
 import pytest
 import torch
 from mmdet.registry import MODELS
@@ -107,19 +104,3 @@ def test_runner_trains_validates_and_reloads_strictly(data_root, tmp_path):
                        match='tools/keep_first_group.py'):
         Runner.from_cfg(refused).test()
 
-
-@pytest.mark.slow
-def test_dist_train_with_groups_two_cpu_processes(data_root, tmp_path):
-    """DDP (find_unused_parameters=False) trains a K-group model."""
-    cfg = tiny_cfg(K, data_root)
-    cfg.train_cfg.update(max_iters=4, val_interval=100)
-    cfg.default_hooks.checkpoint.interval = 4
-    cfg.env_cfg.dist_cfg = dict(backend='gloo')
-    cfg.dump(str(tmp_path / 'config.py'))
-    env = dict(os.environ, PORT='29523', OMP_NUM_THREADS='1')
-    out = subprocess.run(
-        ['bash', 'tools/dist_train.sh', str(tmp_path / 'config.py'), '2',
-         '--work-dir', str(tmp_path / 'work')], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / 'work' / 'iter_4.pth').is_file()
