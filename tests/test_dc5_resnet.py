@@ -32,3 +32,31 @@ def test_strides_in_config_are_rejected():
     with pytest.raises(KeyError, match='strides'):
         MODELS.build(dict(type='CdetrDC5ResNet', depth=18,
                           strides=(1, 2, 2, 2), init_cfg=None))
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+def test_stages_one_to_three_are_not_dilated(depth):
+    """Kills the ``dilations`` mutants of stages 1-3: only the last stage
+    is dilated (strides 1, 2, 2 before it, as torchvision's DC5)."""
+    backbone = MODELS.build(dict(type='CdetrDC5ResNet', depth=depth,
+                                 out_indices=(3, ), init_cfg=None))
+    for stage, stride in zip((1, 2, 3), (1, 2, 2)):
+        convs = [m for m in getattr(backbone, f'layer{stage}').modules()
+                 if isinstance(m, torch.nn.Conv2d)]
+        assert all(c.dilation == (1, 1) for c in convs), stage
+        assert max(c.stride[0] for c in convs) == stride, stage
+
+
+def test_bottleneck_last_stage_is_torchvision_dc5():
+    """torchvision's ``replace_stride_with_dilation=[False, False, True]``
+    written out for R50: stage 4 has stride 1 everywhere (downsample
+    included) and dilation 2 in every 3x3 but its first block's."""
+    backbone = MODELS.build(dict(type='CdetrDC5ResNet', depth=50,
+                                 out_indices=(3, ), init_cfg=None))
+    for i, block in enumerate(backbone.layer4):
+        for conv in block.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                assert conv.stride == (1, 1)
+                want = (1, 1) if i == 0 or conv.kernel_size == (1, 1) \
+                    else (2, 2)
+                assert conv.dilation == want, (i, conv)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from cdetr_testing import randomize_
 
 from cdetr_mmdet.models.attention import (ConditionalCrossAttention,
                                           ConditionalSelfAttention, attention)
@@ -164,7 +165,10 @@ def test_encoder_train_path_uses_the_same_projections():
     attention: with every mask kept it equals the eval path."""
     torch.manual_seed(0)
     d, heads = 32, 4
-    layer = EncoderLayer(d, heads, 64, dropout=P)
+    # Random biases too: nn.MultiheadAttention zeroes in_proj_bias, which
+    # would hide a training path dropping the value bias (encoder
+    # ``_self_attention`` mutant 28).
+    layer = randomize_(EncoderLayer(d, heads, 64, dropout=P))
     x, pos = torch.randn(2, 15, d), torch.randn(2, 15, d)
     pad = torch.zeros(2, 15, dtype=torch.bool)
     pad[0, 11:] = True

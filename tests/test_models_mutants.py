@@ -127,3 +127,34 @@ def test_head_predict_rescales_by_default():
     torch.testing.assert_close(default.bboxes,
                                raw.bboxes / torch.tensor([2., 4., 2., 4.]))
     assert not torch.equal(default.bboxes, raw.bboxes)
+
+
+def test_non_finite_cost_names_the_group_from_two_groups_on():
+    """Kills matcher ``_raise_non_finite`` mutant 18 (``shape[2] > 2``): with
+    K = 2 query groups the message names the group; with one it does not."""
+    matcher = TASK_UTILS.build(dict(type='CdetrHungarianMatcher'))
+    logits = torch.randn(1, 1, 6, 3)
+    logits[0, 0, 4, 1] = float('nan')  # query 4: group 1 of 2 (3 each)
+    boxes = torch.rand(1, 1, 6, 4) * 0.5 + 0.2
+    gt_labels, gt_boxes = [torch.tensor([1])], [torch.rand(1, 4) * .5 + .2]
+    with pytest.raises(ValueError, match=r'for image a\.jpg in decoder layer '
+                       r"0 \(query group 1\): cost term\(s\) \['cls'\]"):
+        matcher.match(logits, boxes, gt_labels, gt_boxes, ['a.jpg'],
+                      num_groups=2)
+    with pytest.raises(ValueError, match=r"decoder layer 0: cost term"):
+        matcher.match(logits, boxes, gt_labels, gt_boxes, ['a.jpg'])
+
+
+def test_loss_names_images_by_batch_index_without_img_path():
+    """Kills head ``loss_by_feat`` mutant 38 (no ``str(i)`` default): an
+    image without ``img_path`` is named by its batch index in the matcher's
+    error, not ``None``."""
+    head = build_head(num_classes=3)
+    logits = torch.randn(1, 2, 4, 3)
+    logits[0, 1, 0, 2] = float('nan')  # image 1's GT class
+    samples = [sample(40, 60, [[1., 2., 30., 20.]], [0]),
+               sample(40, 60, [[5., 5., 20., 30.]], [2])]
+    for s in samples:
+        del s.img_path
+    with pytest.raises(ValueError, match='for image 1 in decoder layer 0'):
+        head.loss_by_feat(logits, torch.rand(1, 2, 4, 4) * .5 + .2, samples)

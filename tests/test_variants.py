@@ -59,3 +59,22 @@ def test_transform_with_a_module_spatial_query_is_refused():
     with pytest.raises(ValueError, match='transform is an alias'):
         build(spatial_query=dict(type='CdetrContentSpatialQuery'),
               transform='full')
+
+
+@pytest.mark.parametrize('cfg,out_dims', [
+    (dict(type='CdetrDiagonalTransform'), D),
+    (dict(type='CdetrScalarTransform'), 1),
+    # Default 8 heads: 8 blocks of (D / 8) x (D / 8).
+    (dict(type='CdetrBlockTransform'), 8 * (D // 8)**2),
+    (dict(type='CdetrFullTransform'), D * D),
+    (dict(type='CdetrTransformSpatialQuery'), D),
+], ids=['diagonal', 'scalar', 'block', 'full', 'csq_t'])
+def test_learned_t_is_a_two_layer_mlp_of_the_forms_width(cfg, out_dims):
+    """Kills the ``num_layers`` 2 -> 3 and the block form's default-heads
+    mutants of variants/transforms.py and spatial_queries.py: T (or CSQ-T's
+    lambda_q) is the official two-layer ``query_scale``, d -> d -> width,
+    built with the documented default of 8 heads."""
+    module = MODELS.build(dict(cfg, embed_dims=D))
+    mlp = getattr(module, 'query_scale', module)
+    shapes = [tuple(p.shape) for p in mlp.parameters()]
+    assert shapes == [(D, D), (D, ), (out_dims, D), (out_dims, )]
