@@ -3,9 +3,9 @@
 Run in mutmut's scratch copy (docs/testing.md, "Mutation testing") after
 ``mutmut run`` has generated the mutants (``mutants/**/*.py.meta``)::
 
-    python tools/mutation_sample.py names     # the sampled names, one a line
-    mutmut run $(python tools/mutation_sample.py names)
-    python tools/mutation_sample.py score     # per-file score, 95 % intervals
+    python tests/mutation/sample.py names     # the sampled names, one a line
+    mutmut run $(python tests/mutation/sample.py names)
+    python tests/mutation/sample.py score     # per-file score, 95 % intervals
 
 Running every mutant takes hours on two shared cores; a sample stratified by
 file (more mutants of the paper's logic) with a fixed seed is reproducible,

@@ -1,6 +1,6 @@
 """Run given tests against named mutmut mutants, one forked child each.
 
-    python tools/mutation_kill_check.py MUTANTS_DIR REPO_DIR 'NAME::tests/test_x.py::test_y[,...]' ...
+    python tests/mutation/kill_check.py MUTANTS_DIR REPO_DIR 'NAME::tests/test_x.py::test_y[,...]' ...
 
 MUTANTS_DIR is mutmut's trampolined copy (`mutants/`, imported once); each
 child sets MUTANT_UNDER_TEST=NAME, as mutmut's runner does, and runs the
