@@ -204,3 +204,109 @@ def test_hf_timm_backbone_layout(hf_r50_state_dict):
     assert converted.tensors.keys() == official.keys()
     for key, value in official.items():
         assert torch.equal(converted.tensors[key], value), key
+
+
+def assert_same_tensors(actual, expected):
+    assert list(actual) == list(expected) or set(actual) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(actual[key], value), key
+
+
+@pytest.fixture(scope='module')
+def sharded(hf_model, tmp_path_factory):
+    """save_pretrained folders cut into shards: safetensors (transformers)
+    and pytorch_model.bin (the same cut, written as transformers 4 did)."""
+    import json
+
+    from safetensors.torch import load_file
+    root = tmp_path_factory.mktemp('sharded')
+    hf_model.save_pretrained(root / 'safetensors', max_shard_size='20MB')
+    index = json.loads((root / 'safetensors' / 'model.safetensors.index.json').read_text())
+    (root / 'bin').mkdir()
+    weight_map = {}
+    for shard in sorted(set(index['weight_map'].values())):
+        name = shard.replace('model', 'pytorch_model').replace('.safetensors', '.bin')
+        tensors = load_file(str(root / 'safetensors' / shard))
+        torch.save(tensors, root / 'bin' / name)
+        weight_map.update({k: name for k in tensors})
+    (root / 'bin' / 'pytorch_model.bin.index.json').write_text(json.dumps(
+        dict(metadata={}, weight_map=weight_map)))
+    return root
+
+
+@pytest.mark.parametrize('layout', ['safetensors', 'bin'])
+def test_sharded_folder_is_read_whole(hf_files, sharded, layout):
+    """docs/checkpoints.md: sharded ``*.index.json`` folders work: every
+    shard is read, and the tensors equal the single-file checkpoint's."""
+    from cdetr_mmdet.convert import load_source_state_dict
+    shards = [p for p in (sharded / layout).iterdir() if p.suffix in ('.safetensors', '.bin')]
+    assert len(shards) >= 2, shards
+    whole = load_source_state_dict(hf_files['safetensors'], 'hf')
+    assert_same_tensors(load_source_state_dict(sharded / layout, 'hf'), whole)
+
+
+def test_sharded_folder_converts_like_the_single_file(hf_files, sharded, tmp_path):
+    single = convert_checkpoint(hf_files['safetensors'], tmp_path / 'a.pth', 'hf',
+                                cfg_options=OUR_OPTIONS)['state_dict']
+    cut = convert_checkpoint(sharded / 'safetensors', tmp_path / 'b.pth', 'hf',
+                             cfg_options=OUR_OPTIONS)['state_dict']
+    assert list(cut) == list(single)
+    assert_same_tensors(cut, single)
+
+
+def test_safetensors_file_and_folder_precedence(hf_files, tmp_path):
+    """A bare ``.safetensors`` file is a state dict for every source; a folder
+    holding both files is read from ``model.safetensors``, not the ``.bin``."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from cdetr_mmdet.convert import load_source_state_dict
+    folder = hf_files['safetensors']
+    whole = load_source_state_dict(folder, 'hf')
+    assert_same_tensors(load_source_state_dict(folder / 'model.safetensors', 'hf'), whole)
+    both = tmp_path / 'both'
+    shutil.copytree(folder, both)
+    torch.save({k: torch.zeros_like(v) for k, v in whole.items()}, both / 'pytorch_model.bin')
+    assert_same_tensors(load_source_state_dict(both, 'hf'), whole)
+    flat = {'a.weight': torch.arange(6.).reshape(2, 3), 'b': torch.ones(2)}
+    save_file(flat, str(tmp_path / 'flat.safetensors'))
+    for source in ('official', 'mmdet'):  # no {'model': ...} / {'state_dict': ...} wrapper
+        assert_same_tensors(load_source_state_dict(tmp_path / 'flat.safetensors', source), flat)
+
+
+def test_broken_sharded_folder_is_refused_by_name(sharded, tmp_path):
+    """A missing shard, an index without ``weight_map`` and a shard that does
+    not hold what the index lists each stop the read, naming the file."""
+    import json
+    import re
+    import shutil
+
+    from cdetr_mmdet.convert import load_source_state_dict
+    folder = tmp_path / 'cut'
+    shutil.copytree(sharded / 'bin', folder)
+    index_path = folder / 'pytorch_model.bin.index.json'
+    index = json.loads(index_path.read_text())
+    shards = sorted(set(index['weight_map'].values()))
+    first = folder / shards[0]
+    first.rename(tmp_path / 'away.bin')
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{str(index_path)!r} names {len(shards)} shards, 1 of them missing in "
+            f"{str(folder)!r}: {[shards[0]]}; download every file of the model folder")):
+        load_source_state_dict(folder, 'hf')
+    (tmp_path / 'away.bin').rename(first)
+    key = next(k for k, s in index['weight_map'].items() if s == shards[0])
+    tensors = torch.load(first, weights_only=True)
+    del tensors[key]
+    tensors['stray.weight'] = torch.zeros(1)
+    torch.save(tensors, first)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{str(first)!r} does not hold the tensors its index assigns to it: 1 listed but "
+            f"absent {[key]}, 1 present but not listed ['stray.weight']")):
+        load_source_state_dict(folder, 'hf')
+    index_path.write_text(json.dumps(dict(metadata={})))
+    with pytest.raises(ValueError, match=re.escape(
+            f"{str(index_path)!r} is not a sharded checkpoint index: expected a JSON object "
+            "whose 'weight_map' maps each tensor name to its shard file (KeyError: "
+            "'weight_map')")):
+        load_source_state_dict(folder, 'hf')

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from cdetr_mmdet.data import (CdetrClampBoxes, CdetrCocoDataset, DatasetError, SplitSpec,
-                              check_config, check_split, feature_stride)
+                              check_config, check_split, feature_stride, raise_on_errors)
 from cdetr_mmdet.evaluation import CdetrCocoMetric
 from conftest import ROOT
 
@@ -181,6 +181,58 @@ def test_bad_annotations_give_one_summary_with_counts(tmp_path):
     assert '(clamped to the image by CdetrClampBoxes;' in report.warnings[2]
     report = check_split(spec(tmp_path, test_mode=True), stride=16)
     assert '(evaluated as listed, as by the official code;' in report.warnings[2]
+
+
+DEGENERATE = [[5, 5, 0, 10], [5, 5, -3, 10], [float('nan'), 1, 4, 4], [1, 1, float('inf'), 4],
+              [1, 1, 4], [1, 1, '4', 4], None]
+
+
+def test_degenerate_boxes_are_counted_and_dropped(tmp_path):
+    """reliability.md data row 10: every degenerate box is named in one warning and dropped from
+    the dataset (mmdet's parser raises on a 3-number or string box and keeps an infinite one)."""
+    data = write_set(tmp_path, GOOD)
+    for k, box in enumerate(DEGENERATE):  # on image 2 (image_id 2), category cat (id 2)
+        data['annotations'].append(dict(id=10 + k, image_id=2, category_id=2, bbox=box, area=16,
+                                        iscrowd=0))
+    (tmp_path / 'annotations.json').write_text(json.dumps(data))
+    warning, = check_split(spec(tmp_path), stride=16).warnings
+    examples = '; '.join(f'annotations[{3 + k}] (id {10 + k}, image_id 2): bbox {box}'
+                         for k, box in enumerate(DEGENERATE[:3]))
+    assert warning == ('7 boxes are degenerate (zero or negative size, NaN/inf or not 4 numbers; '
+                       f'dropped): {examples}, ...')
+    dataset = build(CdetrCocoDataset, tmp_path)
+    assert labels(dataset) == [[0, 1], [1]]  # GOOD's boxes only, xyxy as mmdet writes them
+    assert [[inst['bbox'] for inst in dataset.get_data_info(i)['instances']] for i in (0, 1)] == [
+        [[4, 4, 24, 20], [30, 10, 50, 40]], [[8, 8, 48, 38]]]
+    with pytest.raises(ValueError, match='not enough values to unpack'):
+        build(CocoDataset, tmp_path)  # why the dataset drops them itself
+
+
+@pytest.mark.parametrize('mmdet_part', ['dataset', 'metric'])
+def test_mmdet_dataset_or_metric_in_the_config_is_a_check_error(tmp_path, mmdet_part):
+    """reliability.md data row 2: a config that reads the out-of-order file with mmdet's own
+    CocoDataset (every split) or CocoMetric (the evaluated splits) fails the check; the same
+    config on a file in the classes' order, or with our types, passes."""
+    write_set(tmp_path, GOOD)  # JSON order: dog, cat; classes: cat, dog
+    cfg = tiny_cfg(tmp_path)
+    assert [r.errors for r in check_config(cfg)] == [[], []]
+    if mmdet_part == 'dataset':
+        for split in ('train', 'val', 'test'):
+            cfg[f'{split}_dataloader'].dataset.type = 'CocoDataset'
+    else:
+        for evaluator in ('val_evaluator', 'test_evaluator'):
+            cfg[evaluator].type = 'CocoMetric'
+    error = (f"{tmp_path / 'annotations.json'}: 'categories' list the classes in another order "
+             "(['dog', 'cat']) than the config's metainfo.classes ['cat', 'dog']; mmdet's "
+             "CocoDataset/CocoMetric would swap labels. Expected type='CdetrCocoDataset' and "
+             "'CdetrCocoMetric'.")
+    reports = check_config(cfg)
+    assert [r.spec.name for r in reports] == ['train', 'val/test']
+    assert [r.errors for r in reports] == [[error] if mmdet_part == 'dataset' else [], [error]]
+    with pytest.raises(DatasetError, match=re.escape(f'val/test: {error}')):
+        raise_on_errors(reports)  # what the check hook raises before the first iteration
+    write_set(tmp_path, GOOD, categories=[dict(id=2, name='cat'), dict(id=1, name='dog')])
+    assert [r.errors for r in check_config(cfg)] == [[], []]  # same order: nothing to swap
 
 
 def test_missing_empty_and_unreadable_images_are_each_named(tmp_path):

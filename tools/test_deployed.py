@@ -75,8 +75,22 @@ class RuntimeAdapter:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
-    """Evaluate; returns the metrics dict."""
+    """Evaluate; returns the metrics dict.
+
+    A missing or invalid model file, a config that does not match it or a
+    broken test set (e.g. a missing annotation file) exits with status 1 and
+    the error's message on stderr (``ERROR: ...``), as tools/export_onnx.py.
+    """
     args = parse_args(argv)
+    try:
+        return evaluate(args)
+    except (FileNotFoundError, ValueError) as err:  # DatasetError: a ValueError
+        print(f'ERROR: {err}', file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def evaluate(args: argparse.Namespace) -> Dict[str, float]:
+    """Run the model on the config's test set; returns the metrics dict."""
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config

@@ -9,7 +9,7 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -44,17 +44,49 @@ def _read_file(path: Path, source: str) -> Any:
         return safe_torch_load(path)
 
 
-def _hf_weight_files(folder: Path) -> List[Path]:
-    """The weight file(s) of a Hugging Face model folder."""
+def _hf_weight_files(folder: Path) -> Tuple[List[Path], Optional[Dict[str, str]]]:
+    """The weight file(s) of a Hugging Face model folder, and for a sharded
+    one its index's ``weight_map`` (tensor name -> shard file name)."""
     for name in _HF_WEIGHT_FILES:
         path = folder / name
         if path.is_file():
             if name.endswith('.index.json'):  # sharded: one file per shard
-                shards = json.loads(path.read_text())['weight_map'].values()
-                return [folder / shard for shard in sorted(set(shards))]
-            return [path]
+                return _shards(path)
+            return [path], None
     raise FileNotFoundError(
         f'{str(folder)!r} holds none of {", ".join(_HF_WEIGHT_FILES)}')
+
+
+def _shards(index: Path) -> Tuple[List[Path], Dict[str, str]]:
+    """The shard files a ``*.index.json`` names (all present) and its weight map."""
+    try:
+        weight_map = json.loads(index.read_text())['weight_map']
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f'{str(index)!r} is not a sharded checkpoint index: expected a JSON '
+            "object whose 'weight_map' maps each tensor name to its shard file "
+            f'({type(err).__name__}: {err})') from None
+    missing = [shard for shard in shards if not (index.parent / shard).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f'{str(index)!r} names {len(shards)} shards, {len(missing)} of them '
+            f'missing in {str(index.parent)!r}: {missing[:5]}; download every '
+            'file of the model folder')
+    return [index.parent / shard for shard in shards], weight_map
+
+
+def _check_shard(file: Path, keys: Iterable[str],
+                 weight_map: Mapping[str, str]) -> None:
+    """A shard must hold exactly the tensors its index assigns to it."""
+    listed = {k for k, shard in weight_map.items() if shard == file.name}
+    missing, extra = sorted(listed - set(keys)), sorted(set(keys) - listed)
+    if missing or extra:
+        raise ValueError(
+            f'{str(file)!r} does not hold the tensors its index assigns to it: '
+            f'{len(missing)} listed but absent {missing[:5]}, {len(extra)} '
+            f'present but not listed {extra[:5]}; the shard or the index is '
+            'from another download')
 
 
 def load_source_state_dict(path: PathLike, source: str) -> Dict[str, Tensor]:
@@ -62,7 +94,10 @@ def load_source_state_dict(path: PathLike, source: str) -> Dict[str, Tensor]:
 
     Args:
         path (str | Path): ``.pth`` / ``.bin`` / ``.safetensors`` file, or a
-            Hugging Face model folder (``save_pretrained`` output).
+            Hugging Face model folder (``save_pretrained`` output, single
+            file or sharded with an ``*.index.json``). A ``.safetensors``
+            file is the state dict itself for every source (safetensors
+            files hold flat tensor maps, no wrapper).
         source (str): ``'official'`` (``{'model': ...}``), ``'mmdet'``
             (``{'state_dict': ...}``) or ``'hf'`` (a bare state dict).
 
@@ -71,17 +106,19 @@ def load_source_state_dict(path: PathLike, source: str) -> Dict[str, Tensor]:
 
     Raises:
         UnsafeCheckpointError: The file needs arbitrary code to load.
-        ValueError: The file is not laid out as ``source`` says.
+        ValueError: The file is not laid out as ``source`` says, or a shard
+            does not hold what its index lists.
+        FileNotFoundError: A folder without weights, or a missing shard.
     """
     if source not in STATE_DICT_KEY:
         raise ValueError(f'unknown source {source!r}; expected one of '
                          f'{sorted(STATE_DICT_KEY)}')
     path = Path(path)
-    files = _hf_weight_files(path) if path.is_dir() else [path]
+    files, weight_map = _hf_weight_files(path) if path.is_dir() else ([path], None)
     state_dict: Dict[str, Any] = {}
     for file in files:
         obj = _read_file(file, source)
-        wrapper = STATE_DICT_KEY[source]
+        wrapper = None if file.suffix == '.safetensors' else STATE_DICT_KEY[source]
         if wrapper is not None:
             if not isinstance(obj, Mapping) or wrapper not in obj:
                 found = sorted(obj) if isinstance(obj, Mapping) else type(obj)
@@ -92,6 +129,8 @@ def load_source_state_dict(path: PathLike, source: str) -> Dict[str, Tensor]:
         if not isinstance(obj, Mapping):
             raise ValueError(f'{str(file)!r}: expected a state dict, got '
                              f'{type(obj).__name__}')
+        if weight_map is not None:
+            _check_shard(file, obj, weight_map)
         state_dict.update(obj)
     not_tensors = sorted(k for k, v in state_dict.items()
                          if not isinstance(v, Tensor))

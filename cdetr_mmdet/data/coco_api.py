@@ -134,7 +134,11 @@ class CdetrCOCO(COCO):
         return super().get_cat_ids(list(cat_names), list(sup_names), list(cat_ids))
 
 
-def is_finite_box(bbox: Any) -> bool:
-    """Whether ``bbox`` is a list of four finite numbers."""
+def is_usable_box(bbox: Any) -> bool:
+    """Whether ``bbox`` is ``[x, y, w, h]``: four finite numbers, ``w > 0`` and ``h > 0``.
+
+    Any other box is degenerate: the dataset check counts it, :class:`CdetrCocoDataset` drops it.
+    """
     return (isinstance(bbox, (list, tuple)) and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox))
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+            and bbox[2] > 0 and bbox[3] > 0)

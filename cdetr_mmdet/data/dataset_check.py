@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .coco_api import DatasetError, class_ids_by_name, is_finite_box, load_coco_json
+from .coco_api import DatasetError, class_ids_by_name, is_usable_box, load_coco_json
 
 MAX_EXAMPLES = 3
 
@@ -199,7 +199,7 @@ def check_split(spec: SplitSpec, stride: Optional[int], stride_note: str = '',
             unknown_img.add(where)
             continue
         bbox = ann['bbox']
-        if not is_finite_box(bbox) or bbox[2] <= 0 or bbox[3] <= 0:
+        if not is_usable_box(bbox):
             degenerate.add(f'{where}: bbox {bbox}')
             continue
         x, y, w, h = bbox

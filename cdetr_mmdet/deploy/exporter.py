@@ -143,8 +143,13 @@ def export_onnx(detector: torch.nn.Module, cfg: Config, out_path: str,
                                  "'torchscript' or 'dynamo'")
         proto = onnx.load(str(tmp_path))
         onnx.checker.check_model(proto, full_check=True)
-        log(f'onnx.checker: OK (opset {opset}, {len(proto.graph.node)} '
-            'nodes)')
+        # The dynamo exporter writes its own opset (18) when converting down
+        # fails (e.g. "No Adapter To Version $17 for Pad"): say which it is.
+        written = next(o.version for o in proto.opset_import
+                       if o.domain in ('', 'ai.onnx'))
+        note = '' if written == opset else f', not the {opset} asked for'
+        log(f'onnx.checker: OK (opset {written}{note}, '
+            f'{len(proto.graph.node)} nodes)')
         for key, value in metadata_props(cfg, head.max_per_img).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
