@@ -59,14 +59,25 @@ def test_int8_file_is_qdq_with_metadata(exported):
                  for p in onnx.load(str(fp32)).metadata_props}
     assert {k: v for k, v in meta.items() if k != 'cdetr.precision'} == {
         k: v for k, v in fp32_meta.items() if k != 'cdetr.precision'}
-    # The box regression (head) stays float: no quantiser feeds it.
+    # The head and the decoder's cross-attention stay float (the measured
+    # default): no quantiser feeds their matrix products; the rest is int8.
     names = {n.output[0]: n for n in model.graph.node}
+    kept = 0
     for node in model.graph.node:
-        if 'bbox_head' in node.name and node.op_type == 'MatMul':
+        if ('bbox_head' in node.name or '/cross_attn/' in node.name) and (
+                node.op_type == 'MatMul'):
+            kept += 1
             for name in node.input:
                 src = names.get(name)
                 assert src is None or src.op_type != 'DequantizeLinear', (
                     node.name)
+    assert kept >= 4 + 2 * 8, kept  # 4 head, >= 8 per cross-attention layer
+    quantized = [n.name for n in model.graph.node if n.op_type == 'MatMul'
+                 and any(names.get(i) is not None and names[i].op_type ==
+                         'DequantizeLinear' for i in n.input)]
+    assert any('/encoder/' in name for name in quantized), quantized
+    assert any('/decoder/' in name and '/self_attn/' in name
+               for name in quantized), quantized
 
 
 @pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
