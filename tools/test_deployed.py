@@ -13,6 +13,7 @@ the same batches too and the largest detection differences are printed.
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
