@@ -65,9 +65,8 @@ def config_preprocessing(cfg: Config) -> Dict[str, Union[bool, int, float,
         elif kind not in NO_PIXEL_CHANGE:
             raise ValueError(
                 f'test pipeline step {step["type"]!r} is not supported '
-                'by the deploy preprocessing (supported: '
-                'LoadImageFromFile, Resize, LoadAnnotations, '
-                'PackDetInputs)')
+                'by the deploy preprocessing (supported: Resize, '
+                f'{", ".join(NO_PIXEL_CHANGE)})')
     pre = cfg.model.get('data_preprocessor')
     if pre is None or 'mean' not in pre or 'std' not in pre:
         raise KeyError('model.data_preprocessor must give "mean" and '
