@@ -22,7 +22,7 @@ from torch.profiler import profile
 import _models
 
 import cdetr_mmdet.models.attention as attention_module
-import cdetr_mmdet.models.encoder as encoder_module
+import cdetr_mmdet.models.transformer as encoder_module
 from cdetr_mmdet.speedups.dropout import CheapDropout
 
 _CHEAP_ATTENTION = attention_module.attention

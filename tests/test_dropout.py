@@ -9,8 +9,8 @@ from cdetr_testing import randomize_
 
 from cdetr_mmdet.models.attention import (ConditionalCrossAttention,
                                           ConditionalSelfAttention, attention)
-from cdetr_mmdet.models.decoder_layer import ConditionalDecoderLayer
-from cdetr_mmdet.models.encoder import EncoderLayer
+from cdetr_mmdet.models.decoder import ConditionalDecoderLayer
+from cdetr_mmdet.models.transformer import EncoderLayer
 from cdetr_mmdet.speedups.dropout import (CheapDropout, drop_mask, dropout,
                                           keep_scale_mask, random_bits)
 

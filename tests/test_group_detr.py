@@ -12,7 +12,7 @@ import torch
 from mmdet.registry import MODELS
 
 from cdetr_mmdet.models import CdetrHungarianMatcher
-from cdetr_mmdet.models.decoder_layer import ConditionalDecoderLayer
+from cdetr_mmdet.models.decoder import ConditionalDecoderLayer
 from conftest import make_batch, randomize_
 
 K, N, D = 3, 4, 32  # groups, queries per group, width

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import cdetr_mmdet.speedups.attention as attention_module
 import cdetr_mmdet.speedups.dropout as dropout_module
-from cdetr_mmdet.models.encoder import EncoderLayer
+from cdetr_mmdet.models.transformer import EncoderLayer
 from cdetr_mmdet.speedups import CheapDropout, uses_explicit_path
 from cdetr_mmdet.speedups.attention import attention
 
@@ -51,7 +51,7 @@ def test_non_cpu_dropout_is_torchs(no_host_masks):
 def test_non_cpu_encoder_training_uses_multihead_attention(no_host_masks,
                                                            monkeypatch):
     layer = EncoderLayer(32, 4, 64, dropout=0.1).to('meta').train()
-    monkeypatch.setattr('cdetr_mmdet.models.encoder._self_attention',
+    monkeypatch.setattr('cdetr_mmdet.models.transformer._self_attention',
                         lambda *a: (_ for _ in ()).throw(AssertionError()))
     x = torch.empty(2, 6, 32, device='meta')
     assert layer(x, x).shape == x.shape

@@ -1,17 +1,39 @@
-"""The Conditional DETR transformer decoder (registered in ``MODELS``)."""
+"""The Conditional DETR decoder (registered in ``MODELS``) and its layer.
+
+The paper's full model is read here: the decoder
+(:class:`CdetrTransformerDecoder`), its layer
+(:class:`ConditionalDecoderLayer`, whose attention is in
+:mod:`.attention`), and the three variant modules of the full model, each
+picked by the decoder's config: the reference point predicted from the
+object query (:class:`CdetrPredictedReference`), the spatial query
+``p_q = T(f) p_s`` (:class:`CdetrConditionalSpatialQuery`) and its diagonal
+``T`` (:class:`CdetrDiagonalTransform`). The paper's ablations (section
+4.3) swap these for the small modules of :mod:`.variants`.
+
+Below, ``f`` is a layer's input decoder embedding (the previous layer's
+output; zeros in layer 1), ``c_q`` its content query after self-attention and
+``p_s`` the sine embedding of the reference point. A spatial-query module is
+called as ``module(first, p_s, f, c_q) -> p_q``, (bs, q, d) each; ``c_q`` is
+passed only to a module whose ``from_self_attn`` is True (the decoder then
+splits the layer around its self-attention). In layer 1 T is 1, as in the
+official code. A learned T is the child ``query_scale`` and the predicted
+reference ``ref_point_head`` (their checkpoint names); the decoder registers
+a variant's children as its own.
+"""
 from typing import Optional, Tuple, Union
 
 import torch
-from mmdet.models.layers.transformer import coordinate_to_encoding
+import torch.nn.functional as F
+from mmdet.models.layers.transformer import MLP, coordinate_to_encoding
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from . import variants  # noqa: F401  (registers the variant modules)
-from .decoder_layer import ConditionalDecoderLayer
+from ..speedups.dropout import CheapDropout
+from .attention import ConditionalCrossAttention, ConditionalSelfAttention
 
 # The paper's ablations (section 4.3, Table 3, Figure 5) as aliases of the
-# variant modules' configs (models/variants/); first = default.
+# variant modules' configs (below and models/variants/); first = default.
 REFERENCES = ('predicted', 'learned', 'fixed')
 SPATIAL_QUERIES = ('csq', 'csq_c', 'csq_t', 'csq_p', 'csq_i')
 TRANSFORMS = ('diagonal', 'identity', 'scalar', 'block', 'full')
@@ -88,10 +110,11 @@ class CdetrTransformerDecoder(BaseModule):
     LayerNorm (``norm``) normalises every layer's output.
 
     Three switches rebuild the paper's ablations (Meng et al. 2021, section
-    4.3), each choosing a small registered module (``models/variants/``;
-    the strings below are aliases of their configs, a dict config picks a
-    module directly); their defaults are the paper's full model, which is also what the
-    official code, mmdet and Hugging Face implement. Below, ``f`` is a
+    4.3), each choosing a small registered module (the defaults below in
+    this file, the others in ``models/variants/``; the strings below are
+    aliases of their configs, a dict config picks a module directly); their
+    defaults are the paper's full model, which is also what the official
+    code, mmdet and Hugging Face implement. Below, ``f`` is a
     layer's input decoder embedding (the previous layer's output; zeros in
     layer 1), ``c_q`` its content query after self-attention, ``p_s`` the
     sine embedding of the normalised reference point and ``p_q`` the spatial
@@ -298,3 +321,196 @@ class CdetrTransformerDecoder(BaseModule):
                               memory_mask, groups)
             hidden_states.append(self.norm(query))
         return torch.stack(hidden_states), references
+
+
+class ConditionalDecoderLayer(nn.Module):
+    """``self_attn -> norm1 -> cross_attn -> norm2 -> ffn -> norm3``.
+
+    Parameter names follow the official layer (``linear1``, ``norm1``, ...),
+    with the attention projections grouped under ``self_attn`` and
+    ``cross_attn`` as in mmdet.
+
+    Args:
+        embed_dims (int): Model width d. Defaults to 256.
+        num_heads (int): Attention heads. Defaults to 8.
+        feedforward_channels (int): FFN hidden width. Defaults to 2048.
+        dropout (float): Dropout on attention weights, residual branches and
+            the FFN hidden layer. Defaults to 0.1.
+        is_first (bool): Whether this is the first decoder layer (it owns the
+            cross-attention's object-query projection). Defaults to False.
+        attn_dropout (float, optional): Dropout on the attention weights
+            alone, if it should differ from ``dropout`` (Hugging Face's
+            ``attention_dropout``; the official code has one rate). Defaults
+            to None: ``dropout``.
+    """
+
+    def __init__(self, embed_dims: int = 256, num_heads: int = 8,
+                 feedforward_channels: int = 2048, dropout: float = 0.1,
+                 is_first: bool = False,
+                 attn_dropout: Optional[float] = None) -> None:
+        super().__init__()
+        self.embed_dims = embed_dims
+        self.is_first = is_first  # the decoder sets T = 1 in this layer
+        attn_drop = dropout if attn_dropout is None else attn_dropout
+        self.self_attn = ConditionalSelfAttention(embed_dims, num_heads,
+                                                  attn_drop)
+        self.cross_attn = ConditionalCrossAttention(embed_dims, num_heads,
+                                                    attn_drop, is_first)
+        self.linear1 = nn.Linear(embed_dims, feedforward_channels)
+        self.linear2 = nn.Linear(feedforward_channels, embed_dims)
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.norm3 = nn.LayerNorm(embed_dims)
+        self.dropout = CheapDropout(dropout)
+        self.dropout1 = CheapDropout(dropout)
+        self.dropout2 = CheapDropout(dropout)
+        self.dropout3 = CheapDropout(dropout)
+
+    def forward(self, query: Tensor, memory: Tensor, query_pos: Tensor,
+                memory_pos: Tensor, ref_sine_embed: Tensor,
+                memory_mask: Optional[Tensor] = None,
+                num_groups: int = 1) -> Tensor:
+        """Refine the content queries once.
+
+        Args:
+            query (Tensor): Content queries, (bs, num_queries, d).
+            memory (Tensor): Encoder output, (bs, num_keys, d).
+            query_pos (Tensor): Object queries, (bs, num_queries, d).
+            memory_pos (Tensor): Memory positional encoding, (bs, num_keys, d).
+            ref_sine_embed (Tensor): Conditional spatial embedding (sine of
+                the reference point times T), (bs, num_queries, d).
+            memory_mask (Tensor, optional): (bs, num_keys), True at padding.
+            num_groups (int): Group DETR: self-attention stays inside each of
+                ``num_groups`` consecutive blocks of queries (see
+                :meth:`self_attn_block`). Defaults to 1.
+
+        Returns:
+            Tensor: Updated content queries, (bs, num_queries, d).
+        """
+        query = self.self_attn_block(query, query_pos, num_groups)
+        return self.cross_ffn_block(query, memory, query_pos, memory_pos,
+                                    ref_sine_embed, memory_mask)
+
+    def self_attn_block(self, query: Tensor, query_pos: Tensor,
+                        num_groups: int = 1) -> Tensor:
+        """``norm1(query + self_attn)``: the content query ``c_q``.
+
+        Split from :meth:`forward` so the decoder can predict T from ``c_q``
+        (the paper's CSQ-I ablation). Shapes as in :meth:`forward`.
+
+        Group DETR: the ``num_queries = K * N`` queries are K groups of N
+        consecutive rows, and a query attends only to its own group's. The
+        groups are moved into the batch, (bs, K * N, d) -> (bs * K, N, d),
+        rather than masked: no K N x K N attention is formed (the official
+        GroupDETR branch does the same with its sequence-first tensors).
+        ``num_groups=1`` takes the ungrouped call itself: even a no-op
+        reshape would add autograd nodes and reorder the gradient sums.
+        """
+        if num_groups == 1:
+            attn = self.self_attn(query, query_pos)
+        else:
+            bs, num_queries, dims = query.shape
+            grouped = (bs * num_groups, num_queries // num_groups, dims)
+            attn = self.self_attn(query.reshape(grouped),
+                                  query_pos.reshape(grouped)).reshape(
+                                      bs, num_queries, dims)  # from (bs*K, N, d)
+        return self.norm1(query + self.dropout1(attn))
+
+    def cross_ffn_block(self, query: Tensor, memory: Tensor, query_pos: Tensor,
+                        memory_pos: Tensor, ref_sine_embed: Tensor,
+                        memory_mask: Optional[Tensor] = None) -> Tensor:
+        """Cross-attention, FFN and their norms on ``c_q``; see :meth:`forward`."""
+        query = self.norm2(query + self.dropout2(
+            self.cross_attn(query, memory, query_pos, memory_pos,
+                            ref_sine_embed, memory_mask)))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(query))))
+        return self.norm3(query + self.dropout3(ffn))
+
+
+# The paper's full model's variant modules; the ablations' are in models/variants/.
+
+
+@MODELS.register_module()
+class CdetrPredictedReference(nn.Module):
+    """The paper's default: ``s = sigmoid(MLP(o_q))`` (d -> d -> 2).
+
+    Args:
+        embed_dims (int): d.
+    """
+
+    def __init__(self, embed_dims: int) -> None:
+        super().__init__()
+        self.ref_point_head = MLP(embed_dims, embed_dims, 2, 2)
+
+    def forward(self, query_pos: Tensor) -> Tensor:
+        """(bs, q, d) object queries -> (bs, q, 2) points."""
+        return self.ref_point_head(query_pos).sigmoid()
+
+
+@MODELS.register_module()
+class CdetrConditionalSpatialQuery(nn.Module):
+    """``p_q = T(f) p_s`` (the paper's CSQ), or ``T(c_q) p_s`` (CSQ-I).
+
+    Args:
+        embed_dims (int): d.
+        num_heads (int): Attention heads M (the block form needs it).
+            Defaults to 8.
+        transform (str | dict, optional): T's ``MODELS`` type name or
+            config (:class:`CdetrDiagonalTransform`, :mod:`.variants.transforms`);
+            None for the identity
+            (``p_q = p_s``, CSQ-P). Defaults to 'CdetrDiagonalTransform'.
+        from_self_attn (bool): Predict T from ``c_q`` instead of ``f``
+            (CSQ-I). Defaults to False.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int = 8,
+                 transform: Union[str, dict, None] = 'CdetrDiagonalTransform',
+                 from_self_attn: bool = False) -> None:
+        super().__init__()
+        self.from_self_attn = from_self_attn
+        if transform is not None:
+            if isinstance(transform, str):
+                transform = dict(type=transform)
+            self.query_scale = MODELS.build(
+                transform,
+                default_args=dict(embed_dims=embed_dims, num_heads=num_heads))
+
+    def apply_transform(self, embed: Tensor, source: Tensor) -> Tensor:
+        """``T(source) embed``, (bs, q, d) each; the identity without T."""
+        if not hasattr(self, 'query_scale'):
+            return embed
+        return self.query_scale.transform(embed, source)
+
+    def forward(self, first: bool, embed: Tensor, f: Tensor,
+                c_q: Optional[Tensor] = None) -> Tensor:
+        """See the module docstring; ``embed`` is ``p_s``."""
+        if first:  # T = 1 in layer 1
+            return embed
+        return self.apply_transform(embed, c_q if self.from_self_attn else f)
+
+
+@MODELS.register_module()
+class CdetrDiagonalTransform(MLP):
+    """The paper's default: ``T = diag(lambda_q)``, d numbers per query.
+
+    Args:
+        embed_dims (int): d.
+        num_heads (int): Attention heads M (unused; every form takes it).
+        out_dims (int, optional): Width of the prediction. Defaults to d.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int = 8,
+                 out_dims: int = None) -> None:
+        super().__init__(embed_dims, embed_dims, out_dims or embed_dims, 2)
+
+    def transform(self, embed: Tensor, source: Tensor) -> Tensor:
+        """``T(source) p_s``.
+
+        Args:
+            embed (Tensor): ``p_s``, (bs, q, d).
+            source (Tensor): What T is predicted from, (bs, q, d).
+
+        Returns:
+            Tensor: (bs, q, d).
+        """
+        return embed * self(source)

@@ -2,19 +2,16 @@
 
 A decoder config picks them by ``MODELS`` type; the decoder's string
 switches (``reference``, ``spatial_query``, ``transform``) are aliases of
-these configs. Defaults are the paper's full model.
+these configs. The full model's modules (the defaults) are in
+:mod:`cdetr_mmdet.models.decoder`.
 """
-from .reference_points import (CdetrFixedReference, CdetrLearnedReference,
-                               CdetrPredictedReference)
-from .spatial_queries import (CdetrConditionalSpatialQuery,
-                              CdetrContentSpatialQuery,
-                              CdetrTransformSpatialQuery)
-from .transforms import (CdetrBlockTransform, CdetrDiagonalTransform,
-                         CdetrFullTransform, CdetrScalarTransform)
+from .reference_points import CdetrFixedReference, CdetrLearnedReference
+from .spatial_queries import CdetrContentSpatialQuery, CdetrTransformSpatialQuery
+from .transforms import (CdetrBlockTransform, CdetrFullTransform,
+                         CdetrScalarTransform)
 
 __all__ = [
-    'CdetrPredictedReference', 'CdetrLearnedReference', 'CdetrFixedReference',
-    'CdetrConditionalSpatialQuery', 'CdetrContentSpatialQuery',
-    'CdetrTransformSpatialQuery', 'CdetrDiagonalTransform',
+    'CdetrLearnedReference', 'CdetrFixedReference',
+    'CdetrContentSpatialQuery', 'CdetrTransformSpatialQuery',
     'CdetrScalarTransform', 'CdetrBlockTransform', 'CdetrFullTransform'
 ]

@@ -1,30 +1,14 @@
-"""Where the reference point s comes from (paper section 4.3).
+"""Where the reference point s comes from: the ablations (section 4.3).
 
-Each module maps the object queries (bs, q, d) to normalised points
-(bs, q, 2) in [0, 1]. Their parameters keep the decoder's checkpoint names
+The paper's default, ``s = sigmoid(MLP(o_q))``, is
+:class:`~cdetr_mmdet.models.decoder.CdetrPredictedReference`. Each module
+maps the object queries (bs, q, d) to normalised points (bs, q, 2) in [0,
+1]. Their parameters keep the decoder's checkpoint names
 (``ref_point_head``, ``ref_point_embed``): the decoder registers a variant's
 children as its own.
 """
-from mmdet.models.layers.transformer import MLP
 from mmdet.registry import MODELS
 from torch import Tensor, nn
-
-
-@MODELS.register_module()
-class CdetrPredictedReference(nn.Module):
-    """The paper's default: ``s = sigmoid(MLP(o_q))`` (d -> d -> 2).
-
-    Args:
-        embed_dims (int): d.
-    """
-
-    def __init__(self, embed_dims: int) -> None:
-        super().__init__()
-        self.ref_point_head = MLP(embed_dims, embed_dims, 2, 2)
-
-    def forward(self, query_pos: Tensor) -> Tensor:
-        """(bs, q, d) object queries -> (bs, q, 2) points."""
-        return self.ref_point_head(query_pos).sigmoid()
 
 
 @MODELS.register_module()

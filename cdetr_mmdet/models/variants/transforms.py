@@ -1,40 +1,17 @@
-"""The forms of T in ``p_q = T p_s`` (paper Figure 5).
+"""The forms of T in ``p_q = T p_s`` (paper Figure 5) beside the diagonal one.
 
-Each is ``query_scale`` (Linear, ReLU, Linear: mmdet's ``MLP``, the
-official name) predicting T from a decoder embedding; the output width sets
-the form. ``module(source)`` is the raw prediction, ``transform(embed, source)``
-the transformed embedding. The identity form is no module (no T learned).
+The paper's diagonal T is
+:class:`~cdetr_mmdet.models.decoder.CdetrDiagonalTransform`. Each is
+``query_scale`` (Linear, ReLU, Linear: mmdet's ``MLP``, the official name)
+predicting T from a decoder embedding; the output width sets the form.
+``module(source)`` is the raw prediction, ``transform(embed, source)`` the
+transformed embedding. The identity form is no module (no T learned).
 """
 from mmdet.models.layers.transformer import MLP
 from mmdet.registry import MODELS
 from torch import Tensor
 
-
-@MODELS.register_module()
-class CdetrDiagonalTransform(MLP):
-    """The paper's default: ``T = diag(lambda_q)``, d numbers per query.
-
-    Args:
-        embed_dims (int): d.
-        num_heads (int): Attention heads M (unused; every form takes it).
-        out_dims (int, optional): Width of the prediction. Defaults to d.
-    """
-
-    def __init__(self, embed_dims: int, num_heads: int = 8,
-                 out_dims: int = None) -> None:
-        super().__init__(embed_dims, embed_dims, out_dims or embed_dims, 2)
-
-    def transform(self, embed: Tensor, source: Tensor) -> Tensor:
-        """``T(source) p_s``.
-
-        Args:
-            embed (Tensor): ``p_s``, (bs, q, d).
-            source (Tensor): What T is predicted from, (bs, q, d).
-
-        Returns:
-            Tensor: (bs, q, d).
-        """
-        return embed * self(source)
+from ..decoder import CdetrDiagonalTransform
 
 
 @MODELS.register_module()
