@@ -130,9 +130,16 @@ def parse_args(argv=None):
 
 
 def torch_outputs(samples):
-    """(scores, labels, boxes) arrays of a batch of DetDataSamples."""
+    """(scores, labels, boxes) arrays of a batch of DetDataSamples.
+
+    Scores and boxes come back in float32: under bf16 autocast
+    (``ours:bf16``) they are bfloat16, which NumPy has no type for.
+    """
+    def array(tensor):
+        return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+
     inst = [s.pred_instances for s in samples]
-    return tuple(np.stack([getattr(i, key).numpy() for i in inst])
+    return tuple(np.stack([array(getattr(i, key)) for i in inst])
                  for key in ('scores', 'labels', 'bboxes'))
 
 

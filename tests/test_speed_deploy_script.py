@@ -56,3 +56,24 @@ def test_speed_deploy_quick_writes_the_expected_json(tmp_path):
             diffs = setting[name]['diff_vs_ours']
             assert diffs['label_mismatches'] == 0
             assert diffs['score'] <= 1e-4 and diffs['box'] <= 1e-4
+
+
+def test_bf16_predictions_are_compared_in_float32():
+    """``ours:bf16`` (autocast) predicts bfloat16 scores and boxes, which NumPy
+    cannot hold: they are compared as float32, labels kept as integers (the
+    run failed with ``Got unsupported ScalarType BFloat16`` on a bf16 CPU)."""
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    import speed_deploy
+
+    sample = DetDataSample()
+    sample.pred_instances = InstanceData(
+        scores=torch.tensor([0.5, 0.25], dtype=torch.bfloat16),
+        labels=torch.tensor([3, 1]),
+        bboxes=torch.tensor([[1., 2., 3., 4.]] * 2, dtype=torch.bfloat16))
+    scores, labels, boxes = speed_deploy.torch_outputs([sample, sample])
+    assert scores.dtype == boxes.dtype == 'float32'
+    assert labels.dtype == 'int64' and labels.tolist() == [[3, 1]] * 2
+    assert scores.tolist() == [[0.5, 0.25]] * 2 and boxes.shape == (2, 2, 4)
