@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -151,3 +152,32 @@ def test_wrong_num_classes_stops_training_at_start(quick_demo, config, tmp_path)
     # mmdet's NumClassCheckHook: "The `num_classes` (5) in CdetrHead ... `classes` 4) in ..."
     assert re.search(r'num_classes`? \(5\).*classes`? 4\)', out), out[-3000:]
     assert not list(tmp_path.glob('*.pth'))  # stopped before any checkpoint
+
+
+def test_demo_pictures_draw_each_box_in_its_own_panel(tmp_path):
+    """The ground-truth box is drawn in its class colour in the left panel
+    only, the predicted one in its class colour in the right panel only: the
+    boxes are really drawn, each where it belongs (the PNG checks above test
+    count and size)."""
+    from matplotlib.colors import to_rgb
+    from tools.demo_pictures import COLORS, draw_gt_and_prediction
+    image = np.full((32, 48, 3), 90, np.uint8)
+    box = np.array([[8., 6., 30., 24.]])
+    none = np.zeros((0, 4))
+    png = cv2.imread(str(draw_gt_and_prediction(
+        image, box, [0], box, [1], [0.9], ['ellipse', 'cross'],
+        tmp_path / 'boxes.png')))
+    half = png.shape[1] // 2
+    for label, side in ((0, 'left'), (1, 'right')):
+        bgr = np.array(to_rgb(COLORS[label]))[::-1] * 255
+        hits = (np.abs(png - bgr).max(-1) < 30)  # (H, W) pixels of the colour
+        inside, outside = ((hits[:, :half], hits[:, half:]) if side == 'left'
+                           else (hits[:, half:], hits[:, :half]))
+        # A 2-pt outline of a 22 x 18 px box drawn 4x: hundreds of pixels.
+        assert inside.sum() > 100 and outside.sum() == 0, (label, side)
+    empty = cv2.imread(str(draw_gt_and_prediction(
+        image, none, [], none, [], [], ['ellipse', 'cross'],
+        tmp_path / 'empty.png')))
+    for label in (0, 1):
+        bgr = np.array(to_rgb(COLORS[label]))[::-1] * 255
+        assert (np.abs(empty - bgr).max(-1) < 30).sum() == 0

@@ -158,3 +158,82 @@ def test_loss_names_images_by_batch_index_without_img_path():
         del s.img_path
     with pytest.raises(ValueError, match='for image 1 in decoder layer 0'):
         head.loss_by_feat(logits, torch.rand(1, 2, 4, 4) * .5 + .2, samples)
+
+
+def test_core_modules_default_to_the_official_sizes():
+    """Built with no arguments, every layer is the official one (d_model 256,
+    8 heads, FFN 2048, dropout 0.1, 6 + 6 layers: Atten4Vis/ConditionalDETR
+    main.py's defaults). Kills the default-argument mutants of attention.py,
+    decoder.py and transformer.py (``embed_dims=257``, ``attn_drop=1.1``,
+    ``feedforward_channels=2049``, ``dropout=1.1``, ``num_layers=7``)."""
+    from cdetr_mmdet.models.attention import (ConditionalCrossAttention,
+                                              ConditionalSelfAttention)
+    from cdetr_mmdet.models.decoder import (ConditionalDecoderLayer,
+                                            CdetrTransformerDecoder)
+    from cdetr_mmdet.models.transformer import (CdetrTransformerEncoder,
+                                                EncoderLayer)
+
+    def check_attention(attn):
+        assert attn.num_heads == 8 and attn.attn_drop == 0.1
+        assert all(m.weight.shape == (256, 256) for m in attn.modules()
+                   if isinstance(m, torch.nn.Linear))
+
+    check_attention(ConditionalSelfAttention())
+    check_attention(ConditionalCrossAttention())
+    for layer in (ConditionalDecoderLayer(), EncoderLayer()):
+        assert layer.linear1.weight.shape == (2048, 256)
+        assert layer.linear2.weight.shape == (256, 2048)
+        assert {m.p for name, m in layer.named_children()
+                if name.startswith('dropout')} == {0.1}
+    decoder_layer, encoder_layer = ConditionalDecoderLayer(), EncoderLayer()
+    check_attention(decoder_layer.self_attn)
+    check_attention(decoder_layer.cross_attn)
+    assert encoder_layer.self_attn.num_heads == 8
+    assert encoder_layer.self_attn.dropout == 0.1
+    assert encoder_layer.self_attn.in_proj_weight.shape == (768, 256)
+    assert len(CdetrTransformerEncoder().layers) == 6
+    decoder = CdetrTransformerDecoder()
+    assert len(decoder.layers) == 6 and decoder.embed_dims == 256
+    assert [layer.is_first for layer in decoder.layers] == [True] + [False] * 5
+
+
+def test_encoder_applies_its_init_cfg():
+    """``init_cfg`` reaches mmengine's ``BaseModule`` (mutant: ``init_cfg=None``)."""
+    from cdetr_mmdet.models.transformer import CdetrTransformerEncoder
+    encoder = CdetrTransformerEncoder(
+        num_layers=1,
+        layer_cfg=dict(embed_dims=16, num_heads=2, feedforward_channels=32),
+        init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.))
+    encoder.init_weights()
+    linear1 = encoder.layers[0].linear1
+    assert torch.equal(linear1.weight, torch.full_like(linear1.weight, 0.5))
+    assert torch.equal(linear1.bias, torch.zeros_like(linear1.bias))
+
+
+def test_decoder_refuses_zero_groups_and_names_a_bad_split():
+    """``num_groups=0`` is refused by the decoder itself (mutant: ``or`` ->
+    ``and``), and queries that do not split into K groups are counted in the
+    message (mutant: ``shape[2]``, the width, instead of ``shape[1]``)."""
+    from cdetr_mmdet.models.decoder import CdetrTransformerDecoder
+    with pytest.raises(ValueError, match=r'^CdetrTransformerDecoder: '
+                       r'num_groups must be an int >= 1, got 0$'):
+        CdetrTransformerDecoder(num_groups=0)
+    decoder = CdetrTransformerDecoder(
+        num_layers=1, num_groups=3,
+        layer_cfg=dict(embed_dims=16, num_heads=2, feedforward_channels=32))
+    query = torch.zeros(1, 7, 16)
+    memory = torch.zeros(1, 4, 16)
+    with pytest.raises(ValueError, match=r'^7 object queries do not split '
+                       r'into 3 groups \(decoder.num_groups\)$'):
+        decoder(query, query, memory, memory)
+
+
+def test_positional_encoding_width_error_names_half_the_width():
+    """The exact message (mutants: the text replaced, ``//`` -> ``/``)."""
+    from mmdet.models.layers import SinePositionalEncoding
+    from test_transformer import build_core
+    core = build_core(d=32)
+    with pytest.raises(ValueError, match=r'^positional_encoding.num_feats '
+                       r'must be embed_dims / 2 = 16, got 8$'):
+        type(core)(core.encoder, core.decoder,
+                   SinePositionalEncoding(num_feats=8), 5)

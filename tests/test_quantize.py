@@ -20,7 +20,8 @@ for _name in ('onnx', 'onnxruntime', 'openvino', 'nncf', 'cv2'):
 
 import onnx  # noqa: E402
 
-from cdetr_mmdet.deploy.quantize import calibration_images  # noqa: E402
+from cdetr_mmdet.deploy.quantize import (  # noqa: E402
+    calibration_images, quantize_samples, untie_shared_weights)
 from cdetr_runtime import Detector  # noqa: E402
 
 TINY_CFG = ROOT / 'tests' / 'data' / 'tiny_cdetr_shapes.py'
@@ -98,3 +99,33 @@ def test_calibration_folder_errors(tmp_path):
             f'no images (.png, .jpg')):
         calibration_images(None, 4, str(tmp_path))
     assert len(calibration_images(None, 2, str(CALIB_DIR))) == 2
+
+
+def test_three_decoder_layers_quantise_with_smooth_quant(tmp_path):
+    """Layers 2 and 3 share ``query_scale``: torch's export routes its second
+    use through an ``Identity``, on which NNCF's SmoothQuant stopped with
+    ``'NoneType' object has no attribute 'shape'`` (every R50 config: 6
+    layers). Each use now gets its own copy, and the INT8 file runs."""
+    from cdetr_mmdet.deploy.exporter import export_onnx
+    cfg = Config.fromfile(str(TINY_CFG))
+    cfg.model.decoder.num_layers = 3
+    detector = randomize_(MODELS.build(cfg.model), seed=0).eval()
+    fp32, int8 = tmp_path / 'three.onnx', tmp_path / 'three.int8.onnx'
+    export_onnx(detector, cfg, str(fp32), (64, 64), dynamic=True,
+                log=lambda *a: None)
+    model = onnx.load(str(fp32))
+    shared = [n for n in model.graph.node if n.op_type == 'Identity']
+    assert shared  # what the exporter writes for the shared MLP
+    assert untie_shared_weights(model) == len(shared)
+    assert not [n for n in model.graph.node if n.op_type == 'Identity']
+    rng = np.random.default_rng(0)
+    samples = [dict(inputs=rng.standard_normal((1, 3, 64, 64), np.float32),
+                    mask=np.zeros((1, 64, 64), bool)) for _ in range(2)]
+    logs = []
+    result = quantize_samples(str(fp32), str(int8), samples, log=logs.append)
+    assert result['quantized_nodes'] > 10
+    assert any(f'{len(shared)} shared weight uses' in line for line in logs)
+    images = sorted(str(p) for p in CALIB_DIR.glob('*.png'))[:1]
+    ref = Detector(fp32, backend='onnxruntime', num_threads=1)(images)[0]
+    out = Detector(int8, backend='onnxruntime', num_threads=1)(images)[0]
+    assert len(out.scores) == len(ref.scores)

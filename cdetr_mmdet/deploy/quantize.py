@@ -107,6 +107,9 @@ def quantize_samples(fp32_path: str, out_path: str, samples: List[dict],
         raise ImportError("--int8 needs NNCF: pip install -e '.[int8]' (or "
                           'pip install nncf)') from err
     model = onnx.load(fp32_path)
+    untied = untie_shared_weights(model)
+    if untied:
+        log(f'INT8: {untied} shared weight uses given their own copies')
     patterns = list(float_patterns)
     log(f'INT8: calibrating on {len(samples)} images; kept in float: '
         f'{patterns or "nothing"}')
@@ -129,6 +132,44 @@ def quantize_samples(fp32_path: str, out_path: str, samples: List[dict],
     count = sum(n.op_type == 'QuantizeLinear' for n in quantized.graph.node)
     log(f'wrote {out_path} ({count} QuantizeLinear nodes)')
     return dict(quantized_nodes=count, float_patterns=patterns)
+
+
+def untie_shared_weights(model) -> int:
+    """Give every ``Identity`` of an initializer its own copy of the tensor.
+
+    torch's ONNX export writes a parameter used by several calls once and
+    routes the later uses through ``Identity`` nodes: the decoder's
+    ``query_scale`` MLP, called by layers 2 to L, is one such (so every
+    config with 3 or more decoder layers, all the R50 ones, has them). NNCF's
+    SmoothQuant finds no weight behind an ``Identity`` (``AttributeError:
+    'NoneType' object has no attribute 'shape'``), and one tensor smoothed
+    for several inputs would be wrong for all but one; with a copy per use
+    each matrix product is smoothed and quantised on its own. The float
+    values, hence the fp32 graph's outputs, do not change.
+
+    Args:
+        model (onnx.ModelProto): Changed in place.
+
+    Returns:
+        int: How many ``Identity`` nodes were replaced by copies.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    outputs = {out.name for out in model.graph.output}
+    kept, copies = [], []
+    for node in model.graph.node:
+        if (node.op_type == 'Identity' and node.input[0] in initializers
+                and node.output[0] not in outputs):
+            copy = type(initializers[node.input[0]])()
+            copy.CopyFrom(initializers[node.input[0]])
+            copy.name = node.output[0]
+            copies.append(copy)
+        else:
+            kept.append(node)
+    if copies:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        model.graph.initializer.extend(copies)
+    return len(copies)
 
 
 def int8_path(out_path: str) -> str:
