@@ -6,7 +6,7 @@ tensors, against an independent reference where there is one.
 """
 import pytest
 import torch
-from mmdet.registry import TASK_UTILS
+from mmdet.registry import MODELS, TASK_UTILS
 
 from test_head import build_head, sample
 
@@ -197,17 +197,70 @@ def test_core_modules_default_to_the_official_sizes():
     assert [layer.is_first for layer in decoder.layers] == [True] + [False] * 5
 
 
-def test_encoder_applies_its_init_cfg():
-    """``init_cfg`` reaches mmengine's ``BaseModule`` (mutant: ``init_cfg=None``)."""
-    from cdetr_mmdet.models.transformer import CdetrTransformerEncoder
-    encoder = CdetrTransformerEncoder(
-        num_layers=1,
+@pytest.mark.parametrize('name', ['CdetrTransformerEncoder',
+                                  'CdetrTransformerDecoder'])
+def test_encoder_and_decoder_apply_their_init_cfg(name):
+    """``init_cfg`` reaches mmengine's ``BaseModule`` (mutants:
+    ``init_cfg=None`` in either)."""
+    module = MODELS.build(dict(
+        type=name, num_layers=1,
         layer_cfg=dict(embed_dims=16, num_heads=2, feedforward_channels=32),
-        init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.))
-    encoder.init_weights()
-    linear1 = encoder.layers[0].linear1
+        init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.)))
+    module.init_weights()
+    linear1 = module.layers[0].linear1
     assert torch.equal(linear1.weight, torch.full_like(linear1.weight, 0.5))
     assert torch.equal(linear1.bias, torch.zeros_like(linear1.bias))
+
+
+def test_head_defaults_to_top_100_and_refuses_zero_groups():
+    """The paper's top-100 output without a ``max_per_img`` (mutant: 101),
+    and ``num_groups=0`` refused by the head itself (mutant: ``or`` ->
+    ``and``)."""
+    assert build_head().max_per_img == 100
+    with pytest.raises(ValueError, match=r'^CdetrHead: num_groups must be an '
+                       r'int >= 1, got 0'):
+        MODELS.build(dict(type='CdetrHead', num_classes=3, embed_dims=32,
+                          num_groups=0))
+
+
+@pytest.mark.parametrize('part', ['decoder', 'bbox_head'])
+def test_detector_refuses_num_groups_set_by_hand(tiny_model_cfg, part):
+    """Only ``model.group_detr`` sets K (mutant: the decoder's key not
+    checked)."""
+    cfg = tiny_model_cfg.copy()
+    cfg[part] = dict(cfg[part], num_groups=2)
+    with pytest.raises(KeyError, match=f'model.{part}.num_groups must not be '
+                       'set: set model.group_detr, which fills it in'):
+        MODELS.build(cfg)
+
+
+@pytest.mark.parametrize('key', ['strides', 'dilations'])
+def test_dc5_resnet_refuses_its_own_keys(key):
+    """``CdetrDC5ResNet`` sets both itself (mutants: ``'dilations'``
+    misspelt, so a user's dilations would be passed twice)."""
+    with pytest.raises(KeyError, match=f'CdetrDC5ResNet sets {key} itself; '
+                       f'remove "{key}" from the backbone config'):
+        MODELS.build(dict(type='CdetrDC5ResNet', depth=18,
+                          **{key: (1, 1, 1, 1)}))
+
+
+def test_frozen_batch_norm_uses_its_own_eps():
+    """The frozen path normalises with the module's ``eps`` (mutant: the
+    momentum argument dropped, so ``eps`` fell back to 1e-5), against the
+    formula on full tensors."""
+    from cdetr_mmdet.models.frozen_bn import CdetrFrozenBatchNorm2d
+    torch.manual_seed(0)
+    bn = CdetrFrozenBatchNorm2d(3, eps=0.5).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.1, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-1, 1)
+    bn.requires_grad_(False)
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)  # the frozen path
+    ref = ((x - bn.running_mean.view(1, -1, 1, 1))
+           / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + 0.5)
+           * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1))
+    torch.testing.assert_close(bn(x), ref, rtol=1e-6, atol=1e-6)
 
 
 def test_decoder_refuses_zero_groups_and_names_a_bad_split():
