@@ -126,9 +126,12 @@ def test_tools_test_evaluates_with_coco_metric(trained, data_root, tmp_path):
     for image_id in gt.getImgIds():
         path = data_root / 'val' / gt.loadImgs(image_id)[0]['file_name']
         pred = inference_detector(model, str(path)).pred_instances
+        xywh = pred.bboxes.clone()
+        xywh[:, 2:] -= xywh[:, :2]  # the COCO results file's box format
         expected[image_id] = sorted(
-            (cat_id[classes[label]], float(score))
-            for label, score in zip(pred.labels.tolist(), pred.scores.tolist()))
+            (cat_id[classes[label]], float(score), box)
+            for label, score, box in zip(pred.labels.tolist(), pred.scores.tolist(),
+                                         xywh.tolist()))
     maps = {}
     for flags in ([], ['--optimize']):
         prefix = tmp_path / f'results{len(flags)}'
@@ -145,11 +148,19 @@ def test_tools_test_evaluates_with_coco_metric(trained, data_root, tmp_path):
         results = json.loads(Path(f'{prefix}.bbox.json').read_text())
         assert sorted(d['image_id'] for d in results) == sorted(gt.getImgIds() * 20)
         for image_id, dets in expected.items():  # batched with padding vs alone: 1e-4
-            got = sorted((d['category_id'], d['score']) for d in results
+            got = sorted((d['category_id'], d['score'], d['bbox']) for d in results
                          if d['image_id'] == image_id)
-            assert [c for c, _ in got] == [c for c, _ in dets]
-            np.testing.assert_allclose([s for _, s in got], [s for _, s in dets],
+            assert [c for c, *_ in got] == [c for c, *_ in dets]
+            np.testing.assert_allclose([s for _, s, _ in got], [s for _, s, _ in dets],
                                        rtol=0, atol=1e-4)
+            # Each written box (xywh, original pixels) is the oracle's box of the
+            # same class and score: pairs found regardless of near-tie order.
+            unused = list(got)
+            for cat, score, box in dets:
+                match = [g for g in unused if g[0] == cat and abs(g[1] - score) <= 1e-4
+                         and np.abs(np.subtract(g[2], box)).max() <= 0.05]
+                assert match, (image_id, cat, score, box)
+                unused.remove(match[0])
         evaluation = COCOeval(gt, gt.loadRes(results), 'bbox')
         evaluation.evaluate()
         evaluation.accumulate()
