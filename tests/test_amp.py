@@ -65,7 +65,9 @@ BF16_BOX_ATOL = 4 * 0.5  # px, the images are 64x96 and 48x80
 
 def test_bf16_predict_matches_fp32(tiny_model_cfg):
     """The same detections under bf16 autocast as in fp32, paired (not compared by rank: the
-    near-tied scores of random weights reorder), within 4 bf16 ulp."""
+    near-tied scores of random weights reorder), within 4 bf16 ulp; the results are float32, as
+    mmdet's CocoMetric needs (`.numpy()` of bfloat16 raised `Got unsupported ScalarType
+    BFloat16` in `tools/test.py --cfg-options test_cfg.fp16=True`)."""
     model = MODELS.build(tiny_model_cfg).eval()
     randomize_(model)
     inputs, samples = make_batch()
@@ -76,7 +78,9 @@ def test_bf16_predict_matches_fp32(tiny_model_cfg):
             low = model(inputs, copy.deepcopy(samples), mode='predict')
     for r, b in zip(ref, low):
         r, b = r.pred_instances, b.pred_instances
-        assert r.scores.dtype == torch.float32 and b.scores.dtype == torch.bfloat16
+        assert r.scores.dtype == b.scores.dtype == torch.float32
+        assert r.bboxes.dtype == b.bboxes.dtype == torch.float32
+        b.bboxes.numpy(), b.scores.numpy()  # what CocoMetric.process does
         assert len(r) == len(b) == 30  # every (query, class) of 10 queries x 3 classes
         assert torch.isfinite(b.bboxes).all() and torch.isfinite(b.scores).all()
         score_diff, box_diff = detection_differences(

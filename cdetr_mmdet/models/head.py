@@ -275,8 +275,14 @@ class CdetrHead(BaseModule):
             rescale (bool): Map boxes to the original image. Defaults to True.
 
         Returns:
-            list[InstanceData]: See :meth:`predict`.
+            list[InstanceData]: See :meth:`predict`; scores and boxes in
+            float32 under bf16 autocast too.
         """
+        # Under bf16 autocast the head's outputs are bfloat16: the
+        # post-process runs in float32, so results are float32 for mmdet's
+        # CocoMetric and NumPy (which have no bfloat16) and boxes keep
+        # sub-pixel precision when scaled to the image (no-op in fp32).
+        cls_logits, bbox_preds = cls_logits.float(), bbox_preds.float()
         scores, labels, boxes = self.topk_detections(cls_logits, bbox_preds)
         results = []
         for i, meta in enumerate(batch_img_metas):
