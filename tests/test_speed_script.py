@@ -139,7 +139,8 @@ def test_compiled_variant_keeps_parameter_names_and_reports_compile_time(
 def test_dropout_ab_times_both_arms_and_restores_attention(capsys):
     """The cheap-dropout A/B runs both arms and leaves our attention in place."""
     import dropout_ab
-    from cdetr_mmdet.models import attention, encoder
+    from cdetr_mmdet.models import attention
+    from cdetr_mmdet.models import transformer as encoder  # the encoder lives there
     before = attention.attention
     result = dropout_ab.main(['--threads', '1', '--steps', '2', '--depth', '18',
                               '--size', '64', '--layers', '1', '--queries', '10'])
