@@ -290,3 +290,282 @@ def test_positional_encoding_width_error_names_half_the_width():
                        r'must be embed_dims / 2 = 16, got 8$'):
         type(core)(core.encoder, core.decoder,
                    SinePositionalEncoding(num_feats=8), 5)
+
+
+# --- Survivors of the full run of models/ (docs/testing.md, "the full run") ---
+
+SMALL = dict(embed_dims=16, num_heads=2, feedforward_channels=32)
+
+
+@pytest.mark.parametrize('kind', ['self', 'cross'])
+def test_each_attention_drops_its_own_weights_in_training(kind):
+    """Each attention drops its weights itself (mutants: its dropout rate not
+    passed on); the layer-level tests see both attentions at once."""
+    from cdetr_mmdet.models.attention import (ConditionalCrossAttention,
+                                              ConditionalSelfAttention)
+    torch.manual_seed(0)
+    d, heads = 32, 4
+    x, pos = torch.randn(2, 6, d), torch.randn(2, 6, d)
+    mem, mem_pos = torch.randn(2, 9, d), torch.randn(2, 9, d)
+    if kind == 'self':
+        module, args = ConditionalSelfAttention(d, heads, attn_drop=0.5), (x, pos)
+    else:
+        module = ConditionalCrossAttention(d, heads, attn_drop=0.5, is_first=True)
+        args = (x, mem, pos, mem_pos, pos)
+    expected = module.eval()(*args)
+    a, b = module.train()(*args), module(*args)
+    assert not torch.equal(a, expected) and not torch.equal(a, b)
+
+
+def test_direct_constructor_defaults():
+    """Defaults a config never overrides (mutants of the default arguments)."""
+    from cdetr_mmdet.models.attention import (ConditionalCrossAttention,
+                                              ConditionalSelfAttention)
+    from cdetr_mmdet.models.decoder import (CdetrConditionalSpatialQuery,
+                                            ConditionalDecoderLayer)
+    assert torch.count_nonzero(ConditionalSelfAttention(16, 2).out_proj.bias) == 0
+    cross = ConditionalCrossAttention(16, 2)
+    assert cross.is_first is False and not hasattr(cross, 'qpos_proj')
+    layer = ConditionalDecoderLayer(16, 2, 32)
+    assert layer.is_first is False and not hasattr(layer.cross_attn, 'qpos_proj')
+    sq = CdetrConditionalSpatialQuery(16, transform='CdetrBlockTransform')
+    assert sq.query_scale.num_heads == 8
+    assert sq.query_scale.layers[-1].out_features == 8 * 2 * 2  # M (d / M)^2
+    head = MODELS.build(dict(type='CdetrHead', num_classes=3))
+    assert head.num_classes == 3 and head.fc_cls.in_features == 256
+
+
+def test_decoder_error_messages_are_exact():
+    """Whole messages (mutants: texts replaced or recased)."""
+    from cdetr_mmdet.models.decoder import CdetrTransformerDecoder
+
+    def raised(exc, **kwargs):
+        with pytest.raises(exc) as info:
+            CdetrTransformerDecoder(**kwargs)
+        return info.value.args[0]
+
+    assert raised(ValueError, reference='bogus') == (
+        "CdetrTransformerDecoder: reference='bogus' is not supported; allowed "
+        "values: 'predicted', 'learned', 'fixed' (default 'predicted')")
+    assert raised(ValueError, reference='learned') == (
+        "CdetrTransformerDecoder: num_queries is required by, and only allowed "
+        "with, reference='learned' (got reference='learned', num_queries=None)")
+    assert raised(ValueError, spatial_query=dict(
+        type='CdetrConditionalSpatialQuery'), transform='scalar') == (
+        'CdetrTransformerDecoder: transform is an alias for string '
+        'spatial_query values; put T in the spatial_query config instead')
+    assert raised(KeyError, layer_cfg=dict(SMALL, is_first=True)) == (
+        'decoder.layer_cfg must not set "is_first": the decoder sets it for '
+        'its first layer')
+    assert raised(ValueError, num_layers=1, layer_cfg=SMALL, num_groups=2,
+                  reference=dict(type='CdetrLearnedReference', num_queries=3,
+                                 num_groups=3)) == (
+        'CdetrTransformerDecoder: the learned reference has num_groups=3, the '
+        'decoder 2; set model.group_detr only')
+
+
+def test_self_attn_block_default_and_two_groups():
+    """One group by default; K = 2 equals the two halves attended alone
+    (mutants: the default and the K > 1 branch)."""
+    from cdetr_mmdet.models.decoder import ConditionalDecoderLayer
+    torch.manual_seed(0)
+    layer = ConditionalDecoderLayer(16, 2, 32, dropout=0.).eval()
+    q, qp = torch.randn(1, 4, 16), torch.randn(1, 4, 16)
+    whole = layer.self_attn_block(q, qp, 1)
+    assert torch.equal(layer.self_attn_block(q, qp), whole)
+    grouped = layer.self_attn_block(q, qp, 2)
+    halves = torch.cat([layer.self_attn_block(q[:, :2], qp[:, :2], 1),
+                        layer.self_attn_block(q[:, 2:], qp[:, 2:], 1)], 1)
+    torch.testing.assert_close(grouped, halves)
+    assert not torch.allclose(grouped, whole)
+
+
+def test_layers_equal_the_post_norm_formula():
+    """Decoder and encoder layers against their formulas written out
+    (mutants: residuals and norms)."""
+    import torch.nn.functional as F
+    from cdetr_mmdet.models.decoder import ConditionalDecoderLayer
+    from cdetr_mmdet.models.transformer import EncoderLayer
+    torch.manual_seed(0)
+    d = 16
+    x, pos = torch.randn(2, 5, d), torch.randn(2, 5, d)
+    mem, mem_pos = torch.randn(2, 7, d), torch.randn(2, 7, d)
+    rse = torch.randn(2, 5, d)
+    layer = ConditionalDecoderLayer(d, 2, 32, dropout=0., is_first=True).eval()
+    with torch.no_grad():
+        c = layer.norm1(x + layer.self_attn(x, pos))
+        y = layer.norm2(c + layer.cross_attn(c, mem, pos, mem_pos, rse, None))
+        ref = layer.norm3(y + layer.linear2(F.relu(layer.linear1(y))))
+        torch.testing.assert_close(layer(x, mem, pos, mem_pos, rse), ref)
+        enc = EncoderLayer(d, 2, 32, dropout=0.).eval()
+        qk = x + pos
+        a = enc.norm1(x + enc.self_attn(qk, qk, x, need_weights=False)[0])
+        ref = enc.norm2(a + enc.linear2(F.relu(enc.linear1(a))))
+        torch.testing.assert_close(enc(x, pos), ref)
+
+
+def test_self_attention_helper_is_mha_in_eval():
+    """The CPU dropout path's projections equal ``nn.MultiheadAttention``
+    with dropout off (mutants: its eval-mode rate)."""
+    from cdetr_mmdet.models.transformer import _self_attention
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 2, dropout=0.5,
+                                      batch_first=True).eval()
+    torch.nn.init.normal_(mha.in_proj_bias)
+    qk, v = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(_self_attention(mha, qk, v, None),
+                                   mha(qk, qk, v, need_weights=False)[0])
+
+
+def test_learned_reference_eval_takes_group_0():
+    from cdetr_mmdet.models.variants.reference_points import \
+        CdetrLearnedReference
+    ref = CdetrLearnedReference(8, num_queries=2, num_groups=3).eval()
+    out = ref(torch.zeros(1, 2, 8))
+    assert out.shape == (1, 2, 2)
+    torch.testing.assert_close(out[0],
+                               ref.ref_point_embed.weight[:2].sigmoid())
+
+
+@pytest.mark.parametrize('k', [2, 3])
+def test_group_detr_reaches_every_part(tiny_model_cfg, k):
+    """K reaches the head, the decoder and the core, for K = 2 too (the
+    group tests use K = 3)."""
+    cfg = tiny_model_cfg.copy()
+    cfg.group_detr = k
+    model = MODELS.build(cfg)
+    assert (model.bbox_head.num_groups == model.decoder.num_groups
+            == model.transformer.num_groups == k)
+
+
+def test_frozen_backward_keeps_the_gradient_dtype():
+    import types
+    from cdetr_mmdet.models.frozen_bn import _FrozenAffine
+    scale = torch.rand(3) + .5
+    grad = torch.randn(2, 3, 4, 5).to(torch.bfloat16)
+    out, none = _FrozenAffine.backward(
+        types.SimpleNamespace(saved_tensors=(scale,)), grad)
+    assert none is None and out.dtype == torch.bfloat16
+    assert torch.equal(out, grad * scale.view(1, -1, 1, 1).to(torch.bfloat16))
+
+
+def test_core_group_checks_and_two_groups():
+    """The core's own K check and message, a decoder without ``num_groups``,
+    and eval with K = 2 taking group 0."""
+    from test_transformer import build_core
+
+    from cdetr_mmdet.models.transformer import ConditionalDETRTransformer
+    core = build_core(d=32)
+    with pytest.raises(ValueError, match=r'^ConditionalDETRTransformer: '
+                       r'num_groups must be an int >= 1, got 0$'):
+        ConditionalDETRTransformer(core.encoder, core.decoder,
+                                   core.positional_encoding, 5, num_groups=0)
+
+    class PlainDecoder(torch.nn.Module):
+        embed_dims = 32
+
+    plain = ConditionalDETRTransformer(core.encoder, PlainDecoder(),
+                                       core.positional_encoding, 5)
+    assert plain.num_groups == 1
+    dec2 = MODELS.build(dict(
+        type='CdetrTransformerDecoder', num_layers=1, num_groups=2,
+        layer_cfg=dict(embed_dims=32, num_heads=4, feedforward_channels=64)))
+    core2 = ConditionalDETRTransformer(core.encoder, dec2,
+                                       core.positional_encoding, 5,
+                                       num_groups=2).eval()
+    _, query_pos = core2.object_queries(2)
+    assert query_pos.shape == (2, 5, 32)
+    assert torch.equal(query_pos[0], core2.query_embedding.weight[:5])
+
+
+def test_predict_uses_the_last_of_three_layers():
+    head = build_head(num_classes=3)
+    torch.nn.init.normal_(head.fc_reg.layers[-1].weight)
+    hidden, refs = torch.randn(3, 1, 4, 32), torch.rand(1, 4, 2)
+    samples = [sample(40, 60)]
+    got = head.predict(hidden, refs, samples, rescale=False)[0]
+    logits, boxes = head(hidden[2:], refs)
+    want = head.predict_by_feat(logits[0], boxes[0], [samples[0].metainfo],
+                                rescale=False)[0]
+    assert torch.equal(got.bboxes, want.bboxes)
+    assert torch.equal(got.scores, want.scores)
+    assert torch.equal(got.labels, want.labels)
+
+
+def test_head_applies_its_init_cfg():
+    """``init_cfg`` reaches mmengine's ``BaseModule`` (the head resets only
+    the class bias and the last box layer after it)."""
+    head = MODELS.build(dict(
+        type='CdetrHead', num_classes=3, embed_dims=8,
+        init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.)))
+    head.init_weights()
+    for weight in (head.fc_reg.layers[0].weight, head.fc_cls.weight):
+        assert torch.equal(weight, torch.full_like(weight, 0.5))
+
+
+def test_encoder_layer_asks_for_no_attention_weights():
+    """The fused path (``need_weights=False``), not the averaged weights."""
+    from cdetr_mmdet.models.transformer import EncoderLayer
+    enc = EncoderLayer(16, 2, 32, dropout=0.).eval()
+    seen, forward = [], enc.self_attn.forward
+    enc.self_attn.forward = lambda *a, **k: seen.append(k) or forward(*a, **k)
+    enc(torch.randn(1, 5, 16), torch.randn(1, 5, 16))
+    assert seen and seen[0]['need_weights'] is False
+
+
+@pytest.mark.parametrize('spatial_query', ['csq', 'csq_i'])
+def test_padded_keys_do_not_reach_the_decoder_output(spatial_query):
+    """The memory mask reaches every layer's cross-attention on both decoder
+    paths (mutants: the mask dropped on the CSQ-I path)."""
+    from test_ablation_switches import D, NQ, build_decoder
+    dec = build_decoder(spatial_query=spatial_query)
+    g = torch.Generator().manual_seed(0)
+    q, qp = torch.zeros(2, NQ, D), torch.randn(2, NQ, D, generator=g)
+    mem = torch.randn(2, 9, D, generator=g)
+    pos = torch.randn(2, 9, D, generator=g)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[1, 6:] = True
+    mem2, pos2 = mem.clone(), pos.clone()
+    mem2[1, 6:] += 5.
+    pos2[1, 6:] -= 3.
+    with torch.no_grad():
+        a, _ = dec(q, qp, mem, pos, mask)
+        b, _ = dec(q, qp, mem2, pos2, mask)
+        unmasked, _ = dec(q, qp, mem2, pos2)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, unmasked)
+
+
+def test_k1_passes_no_num_groups_to_decoder_or_head(tiny_model_cfg):
+    """K = 1 leaves the decoder's and head's configs untouched (the K = 1
+    model is today's, key for key)."""
+    from cdetr_mmdet.models.decoder import CdetrTransformerDecoder
+    from cdetr_mmdet.models.head import CdetrHead
+
+    class NoGroupsDecoder(CdetrTransformerDecoder):
+        def __init__(self, **kwargs):
+            assert 'num_groups' not in kwargs, 'num_groups passed to the decoder'
+            super().__init__(**kwargs)
+
+    class NoGroupsHead(CdetrHead):
+        def __init__(self, **kwargs):
+            assert 'num_groups' not in kwargs, 'num_groups passed to the head'
+            super().__init__(**kwargs)
+
+    cfg = tiny_model_cfg.copy()
+    cfg.decoder = dict(cfg.decoder, type=NoGroupsDecoder)
+    cfg.bbox_head = dict(cfg.bbox_head, type=NoGroupsHead)
+    model = MODELS.build(cfg)
+    assert model.decoder.num_groups == model.bbox_head.num_groups == 1
+
+
+def test_detector_attributes_and_learned_reference_queries(tiny_model_cfg):
+    model = MODELS.build(tiny_model_cfg)
+    assert model.folded_for_inference is False
+    assert model.embed_dims == tiny_model_cfg.decoder.layer_cfg.embed_dims
+    cfg = tiny_model_cfg.copy()
+    cfg.decoder = dict(cfg.decoder, reference=dict(type='CdetrLearnedReference'))
+    model = MODELS.build(cfg)  # num_queries filled in from the detector's
+    assert model.decoder.ref_point_embed.weight.shape == (
+        tiny_model_cfg.num_queries, 2)
