@@ -8,8 +8,9 @@
 Runs ``cdetr_runtime.Detector`` (score threshold 0, one thread; OpenVINO's
 f32 hint for the reference, ``--precision`` for the compared files) on every
 image of DIR; each of fp32's top ``--top`` detections per image is matched
-to the compared run's detection of the same label with the closest box. Prints, per INT8 file, the median and 95th percentile of the
-score and box (pixel) differences and how often the top-1 labels agree.
+to the compared run's detection of the same label with the closest box.
+Prints, per compared file, the median and 95th percentile of the score and
+box (pixel) differences and how often the top-1 labels agree.
 Torch-free: needs only the runtime's packages.
 """
 import argparse
